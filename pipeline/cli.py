@@ -1,0 +1,113 @@
+"""Command line: ``python -m pipeline <command>`` (installed as ``scanlens``).
+
+Exit codes: 0 success; 2 user error (one line on stderr, no traceback); 1 internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from pipeline import __version__
+from pipeline.config import IngestConfig
+from pipeline.errors import UserInputError
+
+log = logging.getLogger("pipeline")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scanlens", description="ScanLens medical-imaging pipeline.")
+    parser.add_argument("--version", action="version", version=f"scanlens {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of internal errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mm = commands.add_parser(
+        "import-medmnist", help="write a MedMNIST .npz as a DICOM or NIfTI study folder with labels.csv",
+        description="Write a MedMNIST .npz (2D or 3D) as a realistic study folder with synthetic patients "
+        "and DIR/labels.csv (columns documented in its header comment).",
+    )
+    mm.add_argument("npz", type=Path, help="MedMNIST .npz file")
+    mm.add_argument("--out", type=Path, required=True, help="output study folder")
+    mm.add_argument("--format", choices=("dicom", "nifti"), default="dicom", help="3D output format (2D is always DICOM)")
+    mm.add_argument("--limit", type=int, default=None, help="keep at most N items per split (stratified by label)")
+    mm.add_argument("--seed", type=int, default=0, help="random seed for the subset and synthetic headers")
+
+    ing = commands.add_parser(
+        "ingest", help="catalogue, de-identify and convert a folder of DICOM/NIfTI scans",
+        description="Scan SRC recursively (DICOM with or without extension, DICOMDIR, .nii, .nii.gz) and write "
+        "W/catalog.parquet, W/quarantine.parquet, W/ingest_manifest.parquet and W/volumes/. SRC is never modified.",
+    )
+    ing.add_argument("src", type=Path, help="source folder (read-only)")
+    ing.add_argument("--workdir", type=Path, required=True, help="work folder W")
+    ing.add_argument("--labels", type=Path, default=None, help="labels CSV (scan_ref,label[,split,patient_id])")
+    ing.add_argument("--secret", default=None, help="pseudonymisation key (default: $SCANLENS_SECRET or W/.scanlens/secret.key)")
+    ing.add_argument("--keep-demographics", action="store_true", help="keep PatientSex and PatientAge for subgroups")
+    ing.add_argument("--allow-burned-in", action="store_true", help="ingest images flagged BurnedInAnnotation=YES")
+    ing.add_argument("--spacing-tolerance", type=float, default=0.05, help="relative slice-spacing deviation accepted with a warning")
+    ing.add_argument("--workers", type=int, default=None, help="parallel parser processes (default: all cores)")
+    ing.add_argument("--rehash", action="store_true", help="hash every file even if size and mtime are unchanged")
+    return parser
+
+
+def _import_medmnist(args: argparse.Namespace) -> int:
+    from pipeline.io.medmnist import import_medmnist
+
+    result = import_medmnist(args.npz, args.out, fmt=args.format, limit=args.limit, seed=args.seed)
+    sys.stdout.write(f"wrote {result.n_items} {result.dims}D items for {result.n_patients} synthetic patients to {args.out}\n")
+    sys.stdout.write(f"labels: {result.labels_path}\n")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from pipeline.ingest import ingest
+
+    config = IngestConfig(
+        source=args.src, workdir=args.workdir, labels=args.labels, secret=args.secret,
+        keep_demographics=args.keep_demographics, allow_burned_in=args.allow_burned_in,
+        spacing_tolerance=args.spacing_tolerance, workers=args.workers, rehash=args.rehash,
+    )
+    result = ingest(config)
+    quarantined = ", ".join(f"{k}={v}" for k, v in result.quarantine_by_reason.items()) or "none"
+    sys.stdout.write(
+        f"{result.n_scans} scans catalogued from {result.n_source_files} files "
+        f"({result.n_volumes_written} volumes written); quarantined: {quarantined}\n"
+        f"catalogue: {result.workdir / 'catalog.parquet'}\n"
+    )
+    if result.unmatched_label_lines:
+        lines = ", ".join(str(n) for n in result.unmatched_label_lines[:10])
+        more = len(result.unmatched_label_lines) - 10
+        raise UserInputError(
+            f"{len(result.unmatched_label_lines)} labels row(s) match no scan under SRC (line(s) {lines}"
+            f"{f' +{more} more' if more > 0 else ''}); the other scans were ingested"
+        )
+    return 0
+
+
+COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except UserInputError as exc:
+        sys.stderr.write(f"scanlens: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("scanlens: interrupted\n")
+        return 130
+    except Exception as exc:  # internal failure: no PHI-bearing message unless asked for
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write(f"scanlens: internal error ({type(exc).__name__}); rerun with --debug for the traceback\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""De-identification at ingest (DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile).
+
+ScanLens does not edit DICOM files; it decides what leaves ingest. Nothing leaves except
+
+* keyed pseudonyms: ``HMAC-SHA256(secret, kind + ":" + value)`` of PatientID, Study/Series
+  Instance UIDs, truncated to 16 hex digits and prefixed (``pat_``, ``stu_``, ``ser_``, ``scan_``);
+* the explicit allow-list :data:`ALLOWED_ATTRIBUTES` of non-identifying attributes;
+* PatientSex and PatientAge, only when ``keep_demographics`` is configured.
+
+Dates and times are dropped entirely, not shifted: no downstream step needs them.
+Pseudonyms are stable for a given secret, so a re-ingest links the same patient.
+
+>>> p = Pseudonymizer(b"k")
+>>> p.patient("12345") == p.patient("12345") and p.patient("12345").startswith("pat_")
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+log = logging.getLogger(__name__)
+
+SECRET_ENV = "SCANLENS_SECRET"
+
+#: Attributes copied to the catalogue. None of them is listed in PS3.15 Annex E (a test checks this).
+ALLOWED_ATTRIBUTES: tuple[str, ...] = (
+    "Modality",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "BodyPartExamined",
+    "KVP",
+    "MagneticFieldStrength",
+    "PhotometricInterpretation",
+    "BitsStored",
+)
+
+#: Annex E attributes kept only when ``keep_demographics`` is set.
+DEMOGRAPHIC_ATTRIBUTES: tuple[str, ...] = ("PatientSex", "PatientAge")
+
+
+class Pseudonymizer:
+    """Keyed pseudonyms for identifiers (HMAC-SHA256 with the project secret)."""
+
+    def __init__(self, secret: bytes) -> None:
+        if not secret:
+            raise ValueError("the pseudonymisation secret must not be empty")
+        self._secret = secret
+
+    def _digest(self, kind: str, value: str) -> str:
+        return hmac.new(self._secret, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()[:16]
+
+    def patient(self, patient_id: str) -> str:
+        return "pat_" + self._digest("patient", patient_id)
+
+    def study(self, study_uid: str) -> str:
+        return "stu_" + self._digest("study", study_uid)
+
+    def series(self, series_uid: str) -> str:
+        return "ser_" + self._digest("series", series_uid)
+
+    def scan(self, identity: str) -> str:
+        return "scan_" + self._digest("scan", identity)
+
+    def fingerprint(self) -> str:
+        """A value that changes when the secret changes, without revealing it."""
+        return self._digest("fingerprint", "scanlens")
+
+
+def load_secret(explicit: str | None, secret_file: Path) -> bytes:
+    """Return the pseudonymisation key: explicit config, then ``$SCANLENS_SECRET``, then a key file.
+
+    The key file (``W/.scanlens/secret.key``, mode 0600) is created with 32 random bytes on first
+    use so that a demo runs out of the box; production deployments should set the secret explicitly
+    and keep it outside the work folder.
+    """
+    if explicit:
+        return explicit.encode()
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env.encode()
+    if secret_file.exists():
+        return secret_file.read_bytes().strip()
+    log.warning(
+        "no pseudonymisation secret configured (config or $%s); created a random key in the work folder",
+        SECRET_ENV,
+    )
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
+
+
+_NUMERIC_ATTRIBUTES = frozenset({"KVP", "MagneticFieldStrength", "BitsStored"})
+
+
+def allowed_metadata(ds: Dataset, keep_demographics: bool = False) -> dict[str, str | float | None]:
+    """Copy the allow-listed attributes (and, if configured, sex and age) out of a data set.
+
+    Numeric attributes come back as floats, the rest as stripped strings; absent or empty ones as None.
+    """
+    names = ALLOWED_ATTRIBUTES + (DEMOGRAPHIC_ATTRIBUTES if keep_demographics else ())
+    out: dict[str, str | float | None] = {}
+    for name in names:
+        value: Any = ds.get(name)
+        if value is None or str(value).strip() == "":
+            out[name] = None
+        elif name in _NUMERIC_ATTRIBUTES:
+            try:
+                out[name] = float(value)
+            except (TypeError, ValueError):
+                out[name] = None
+        else:
+            out[name] = str(value).strip()
+    return out

@@ -1,0 +1,98 @@
+"""NIfTI volumes: reading source files, canonical RAS+ orientation and atomic writing.
+
+Every volume ScanLens writes is a NIfTI-1 image reoriented to the closest canonical RAS+ axis
+order, with the affine (mm, RAS) in both qform and sform (code 1, scanner). The header carries
+nothing else: no description, no file names, so no PHI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.errors import QuarantineError, QuarantineReason
+from pipeline.storage import atomic_write
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class Volume:
+    """A canonical RAS+ voxel array with its affine (mm) and the facts the catalogue records."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    dims: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def spacing_mm(self) -> list[float]:
+        return [round(float(v), 6) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))]
+
+    def content_hash(self) -> str:
+        """SHA-256 over dtype, shape, affine (rounded to 1e-6 mm) and voxel bytes."""
+        digest = hashlib.sha256()
+        digest.update(f"{self.data.dtype.str}|{self.data.shape}|".encode())
+        digest.update(np.round(self.affine, 6).astype("<f8").tobytes())
+        digest.update(np.ascontiguousarray(self.data).tobytes())
+        return digest.hexdigest()
+
+
+def is_nifti(name: str) -> bool:
+    return name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def compact_dtype(values: np.ndarray) -> np.ndarray:
+    """Integers stay integers (int16 when they fit, else int32); anything else becomes float32."""
+    if values.size and np.all(np.isfinite(values)) and np.array_equal(values, np.round(values)):
+        low, high = float(values.min()), float(values.max())
+        if -32768 <= low and high <= 32767:
+            return values.astype(np.int16)
+        if -(2**31) <= low and high < 2**31:
+            return values.astype(np.int32)
+    return values.astype(np.float32)
+
+
+def canonical_volume(data: np.ndarray, affine_ras: np.ndarray, dims: int, warnings: list[str] | None = None) -> Volume:
+    """Reorient ``data`` (voxel axes as given by ``affine_ras``) to the closest canonical RAS+ order."""
+    image = nib.as_closest_canonical(nib.Nifti1Image(compact_dtype(data), affine_ras))
+    return Volume(np.asanyarray(image.dataobj), image.affine, dims, list(warnings or []))
+
+
+def read_nifti(path: Path) -> Volume:
+    """Load a source NIfTI file as a canonical volume, or raise :class:`QuarantineError`.
+
+    4D files whose fourth axis has length 1 are squeezed; other 4D/5D files (time series,
+    multi-channel) are quarantined as ``unsupported_dimensions``. 2D files become 2D scans.
+    """
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj, dtype=np.float64)
+        affine = image.affine
+    except Exception as exc:
+        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})")
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim > 3:
+        raise QuarantineError(
+            QuarantineReason.UNSUPPORTED_DIMENSIONS, f"{data.ndim}D NIfTI with shape {tuple(data.shape)}; only 2D and 3D scans are ingested"
+        )
+    dims = 2 if data.ndim == 2 or (data.ndim == 3 and 1 in data.shape) else 3
+    if data.ndim == 2:
+        data = data[:, :, np.newaxis]
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise QuarantineError(QuarantineReason.INCONSISTENT_GEOMETRY, "the NIfTI affine is singular or not finite")
+    return canonical_volume(data, affine, dims)
+
+
+def write_volume(path: Path, volume: Volume) -> None:
+    """Write ``volume`` atomically as NIfTI-1 (gzip if the name ends in .gz)."""
+    image = nib.Nifti1Image(volume.data, volume.affine)
+    image.set_qform(volume.affine, code=1)
+    image.set_sform(volume.affine, code=1)
+    image.header.set_xyzt_units("mm")
+    atomic_write(path, lambda tmp: nib.save(image, str(tmp)))

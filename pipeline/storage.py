@@ -1,0 +1,124 @@
+"""Work-folder layout, atomic writes and content hashing.
+
+Every file ScanLens writes goes to a temporary file in the destination folder first and
+is then renamed over the target (``os.replace`` is atomic on POSIX), so a crash mid-run
+never leaves a partial table or volume where a reader could see it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HASH_CHUNK = 1 << 20
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """Paths inside a ScanLens work folder ``W`` (see docs/architecture.md)."""
+
+    root: Path
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.parquet"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine.parquet"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "ingest_manifest.parquet"
+
+    @property
+    def volumes(self) -> Path:
+        return self.root / "volumes"
+
+    @property
+    def state(self) -> Path:
+        """Internal ingest state (no source paths, no PHI): assembled scans and run fingerprints."""
+        return self.root / ".scanlens"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.state / "secret.key"
+
+    def ensure(self) -> None:
+        for folder in (self.root, self.volumes, self.state):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: Path, writer: Callable[[Path], None], durable: bool = True) -> None:
+    """Call ``writer(tmp_path)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    With ``durable`` the temp file is fsync'ed before the rename, so the data also survives a power
+    loss; without it a crashed process still never leaves a partial file under the final name.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".tmp" + "".join(path.suffixes[-2:])  # keep ".nii.gz" so writers pick the format by name
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+        if durable:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def parquet_bytes(frame: pd.DataFrame, schema: pa.Schema | None = None) -> bytes:
+    """Serialise a frame to Parquet deterministically (same frame, same bytes)."""
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def write_parquet_if_changed(path: Path, frame: pd.DataFrame, schema: pa.Schema | None = None) -> bool:
+    """Atomically write ``frame`` unless ``path`` already holds exactly these bytes. Returns True if written."""
+    data = parquet_bytes(frame, schema)
+    if path.exists() and path.read_bytes() == data:
+        return False
+    atomic_write_bytes(path, data)
+    return True
+
+
+def read_parquet(path: Path) -> pd.DataFrame | None:
+    """Read a Parquet table, or None if it does not exist yet."""
+    if not path.exists():
+        return None
+    return pd.read_parquet(path)
