@@ -86,28 +86,28 @@ def join_labels(
     if labels is not None:
         by_path = dict(zip(manifest["source_path"], manifest["scan_id"]))
         known_series = set(scans["series_id"])
-        assigned: dict[str, int] = {}
+        usable_by_series = usable.groupby("series_id")["scan_id"].apply(list).to_dict()
+        assigned: dict[str, tuple[int, object, object]] = {}  # scan_id -> (line, label, split)
         for row in labels.itertuples(index=False):
             ref = normalise_ref(row.scan_ref)
             if ref in by_path:
-                targets = [by_path[ref]] if by_path[ref] is not None and not pd.isna(by_path[ref]) else []
+                targets = [by_path[ref]] if isinstance(by_path[ref], str) else []
             else:
                 series = pseudonymizer.series(row.scan_ref)
                 if series not in known_series:
                     result.unmatched_label_lines.append(int(row.line))
                     continue
-                targets = usable.loc[usable["series_id"] == series, "scan_id"].tolist()
+                targets = usable_by_series.get(series, [])
             for scan_id in targets:
-                if scan_id in assigned and assigned[scan_id] != row.line:
-                    raise UserInputError(f"labels file: lines {assigned[scan_id]} and {row.line} both label one scan")
-                assigned[scan_id] = int(row.line)
-                mask = usable["scan_id"] == scan_id
-                usable.loc[mask, "label"] = row.label
-                usable.loc[mask, "split"] = row.split
+                if scan_id in assigned and assigned[scan_id][0] != row.line:
+                    raise UserInputError(f"labels file: lines {assigned[scan_id][0]} and {row.line} both label one scan")
+                assigned[scan_id] = (int(row.line), row.label, row.split)
                 if row.patient_id:
                     label_patient[scan_id] = pseudonymizer.patient(row.patient_id)
         result.unlabeled_scan_ids = sorted(set(usable["scan_id"]) - set(assigned))
-        usable = usable[usable["scan_id"].isin(assigned)]
+        usable = usable[usable["scan_id"].isin(assigned)].copy()
+        usable["label"] = pd.array([assigned[s][1] for s in usable["scan_id"]], dtype="Int64")
+        usable["split"] = [assigned[s][2] for s in usable["scan_id"]]
     patients = [
         pid if isinstance(pid, str) else label_patient.get(sid, pseudonymizer.patient(f"unknown-patient:{sid}"))
         for pid, sid in zip(usable["patient_id"], usable["scan_id"])

@@ -51,7 +51,31 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--spacing-tolerance", type=float, default=0.05, help="relative slice-spacing deviation accepted with a warning")
     ing.add_argument("--workers", type=int, default=None, help="parallel parser processes (default: all cores)")
     ing.add_argument("--rehash", action="store_true", help="hash every file even if size and mtime are unchanged")
+    st = commands.add_parser("status", help="summarise a work folder: scans, labels, quarantine, output paths")
+    st.add_argument("--workdir", type=Path, required=True, help="work folder W")
     return parser
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pipeline.storage import Workdir, read_parquet
+
+    wd = Workdir(args.workdir.resolve())
+    catalog = read_parquet(wd.catalog)
+    if catalog is None:
+        raise UserInputError(f"no catalogue in {args.workdir}: run `scanlens ingest` first")
+    quarantine = read_parquet(wd.quarantine)
+    by_kind = catalog.groupby([catalog["modality"].fillna("unknown"), "dims"]).size()
+    labels = catalog.groupby([catalog["split"].fillna("none"), catalog["label"].astype("string").fillna("none")]).size()
+    out = [f"work folder: {wd.root}", f"  catalogue:  {wd.catalog} ({len(catalog)} scans)"]
+    out += [f"    {modality} {dims}D: {n}" for (modality, dims), n in by_kind.items()]
+    out += [f"    split {split} label {label}: {n}" for (split, label), n in labels.items()]
+    out.append(f"  volumes:    {wd.volumes}/")
+    out.append(f"  quarantine: {wd.quarantine} ({0 if quarantine is None else len(quarantine)} files)")
+    if quarantine is not None:
+        out += [f"    {reason}: {n}" for reason, n in quarantine["reason"].value_counts().sort_index().items()]
+    out.append(f"  manifest:   {wd.manifest}")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
 
 
 def _import_medmnist(args: argparse.Namespace) -> int:
@@ -88,7 +112,7 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest}
+COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "status": _status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,8 @@ def read_labels(path: Path) -> pd.DataFrame:
     frame["label"] = pd.array([None if v is None else int(v) for v in labels], dtype="Int64")
     frame["split"] = frame["split"].where(frame["split"] != "", None)
     frame["patient_id"] = frame["patient_id"].where(frame["patient_id"] != "", None)
-    conflicts = frame.groupby("scan_ref").filter(lambda g: g[["label", "split"]].astype(str).drop_duplicates().shape[0] > 1)
+    variants = frame.astype({"label": str, "split": str}).groupby("scan_ref")[["label", "split"]].nunique()
+    conflicts = frame[frame["scan_ref"].isin(variants.index[(variants > 1).any(axis=1)])]
     if len(conflicts):
         raise UserInputError(f"labels file {path.name}: contradictory rows for one scan on line(s) {_lines(conflicts)}")
     return frame.drop_duplicates("scan_ref")[["line", "scan_ref", "label", "split", "patient_id"]].reset_index(drop=True)

@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from pipeline.deid import Pseudonymizer, allowed_metadata
@@ -231,15 +232,29 @@ def _positive(value: Any) -> float | None:
     return number if number > 0 and np.isfinite(number) else None
 
 
+def _looks_like_dataset(data: bytes) -> bool:
+    """True if the bytes parse as a bare DICOM data set (any VR/endianness, up to 3 stray leading bytes)."""
+    head = data[:65536]
+
+    def stop(tag: Any, vr: Any, length: Any) -> bool:
+        return int(tag) > 0x0020FFFF
+
+    for offset in range(4):
+        for implicit, little in ((False, True), (True, True), (False, False), (True, False)):
+            try:
+                ds = read_dataset(io.BytesIO(head[offset:]), implicit, little, stop_when=stop)
+            except Exception:
+                continue
+            if "SOPClassUID" in ds and "Modality" in ds and str(ds.SOPClassUID).startswith("1.2.840.10008."):
+                return True
+    return False
+
+
 def _raise_not_part10(data: bytes) -> None:
     """Tell a DICOM data set without a Part 10 header apart from a file that is not DICOM at all."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
-        looks_dicom = any(name in ds for name in ("SOPClassUID", "Modality", "StudyInstanceUID"))
-    except Exception:
-        looks_dicom = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        looks_dicom = _looks_like_dataset(data)
     if looks_dicom:
         raise QuarantineError(
             QuarantineReason.NO_FILE_META,

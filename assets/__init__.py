@@ -1,0 +1,1 @@
+"""Dagster definitions for ScanLens: thin assets over the ``pipeline`` library."""

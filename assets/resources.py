@@ -1,0 +1,47 @@
+"""Resources: where the work folder is, which secret pseudonymises, where the demo data lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ScanLensProject(dg.ConfigurableResource):
+    """The work folder ``W`` and the bundled demo data.
+
+    Defaults: ``$SCANLENS_WORKDIR`` or ``<repo>/demo_work/workdir``; demo archives in ``<repo>/data/demo``.
+    """
+
+    workdir: str = os.environ.get("SCANLENS_WORKDIR", str(PROJECT_ROOT / "demo_work" / "workdir"))
+    demo_data: str = str(PROJECT_ROOT / "data" / "demo")
+    demo_root: str = str(PROJECT_ROOT / "demo_work")
+
+    @property
+    def workdir_path(self) -> Path:
+        return Path(self.workdir)
+
+    @property
+    def demo_source(self) -> Path:
+        return Path(self.demo_root) / "source"
+
+    @property
+    def demo_labels(self) -> Path:
+        return Path(self.demo_root) / "labels.csv"
+
+
+class PseudonymSecret(dg.ConfigurableResource):
+    """The pseudonymisation key. Unset means ``$SCANLENS_SECRET``, else a random key kept in ``W/.scanlens``."""
+
+    secret: Optional[str] = None
+
+
+def secret_resource() -> PseudonymSecret:
+    """Take the key from ``$SCANLENS_SECRET`` through ``EnvVar`` so that the UI never displays it."""
+    if os.environ.get("SCANLENS_SECRET"):
+        return PseudonymSecret(secret=dg.EnvVar("SCANLENS_SECRET"))
+    return PseudonymSecret()
