@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.deid import Pseudonymizer
 from pipeline.errors import QuarantineError, QuarantineReason
 from pipeline.io.dicom import DicomInstance, decode_frames, parse_dicom
-from pipeline.io.nifti import Volume, canonical_volume, is_nifti, read_nifti, write_volume
+from pipeline.io.nifti import Volume, canonical_volume, is_nifti, read_nifti, stored_content_hash, write_volume
 from pipeline.io.series import group_key, plan_series, stack_slices
 
 
@@ -221,7 +221,10 @@ def _quarantined_row(task: ScanTask, first: DicomInstance, exc: QuarantineError)
 
 
 def _write_if_new(task: ScanTask, volume: Volume, content_hash: str) -> bool:
-    if task.previous_hash == content_hash and os.path.exists(task.volume_file):
+    """Write the volume unless the file already holds this content (per the tables or its own header)."""
+    if os.path.exists(task.volume_file) and (
+        task.previous_hash == content_hash or stored_content_hash(Path(task.volume_file)) == content_hash
+    ):
         return False
     write_volume(Path(task.volume_file), volume)
     return True

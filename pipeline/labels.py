@@ -67,10 +67,9 @@ def read_labels(path: Path) -> pd.DataFrame:
         raise UserInputError(
             f"labels file {path.name}: split must be one of {', '.join(SPLITS)} or empty, line(s) {_lines(bad_split)}"
         )
-    labels = frame["label"].where(frame["label"] != "", None)
-    frame["label"] = pd.array([None if v is None else int(v) for v in labels], dtype="Int64")
-    frame["split"] = frame["split"].where(frame["split"] != "", None)
-    frame["patient_id"] = frame["patient_id"].where(frame["patient_id"] != "", None)
+    frame["label"] = pd.array([int(v) if v else None for v in frame["label"]], dtype="Int64")
+    for column in ("split", "patient_id"):
+        frame[column] = pd.Series([v or None for v in frame[column]], dtype=object, index=frame.index)
     variants = frame.astype({"label": str, "split": str}).groupby("scan_ref")[["label", "split"]].nunique()
     conflicts = frame[frame["scan_ref"].isin(variants.index[(variants > 1).any(axis=1)])]
     if len(conflicts):

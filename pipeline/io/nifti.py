@@ -1,8 +1,8 @@
 """NIfTI volumes: reading source files, canonical RAS+ orientation and atomic writing.
 
 Every volume ScanLens writes is a NIfTI-1 image reoriented to the closest canonical RAS+ axis
-order, with the affine (mm, RAS) in both qform and sform (code 1, scanner). The header carries
-nothing else: no description, no file names, so no PHI.
+order, with the affine (mm, RAS) in both qform and sform (code 1, scanner). The header carries nothing
+else but the content hash in ``descrip``: no file names, no header values, so no PHI.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pipeline.errors import QuarantineError, QuarantineReason
 from pipeline.storage import atomic_write
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+HASH_PREFIX = "sha256:"
 
 
 @dataclass
@@ -89,9 +90,23 @@ def read_nifti(path: Path) -> Volume:
     return canonical_volume(data, affine, dims)
 
 
+def stored_content_hash(path: Path) -> str | None:
+    """The content hash a ScanLens volume carries in its header ``descrip`` field, or None."""
+    try:
+        descrip = nib.load(str(path)).header["descrip"].tobytes().rstrip(b"\0").decode("ascii", "replace")
+    except Exception:
+        return None
+    return descrip[len(HASH_PREFIX):] if descrip.startswith(HASH_PREFIX) else None
+
+
 def write_volume(path: Path, volume: Volume) -> None:
-    """Write ``volume`` atomically as NIfTI-1 (gzip if the name ends in .gz)."""
+    """Write ``volume`` atomically as NIfTI-1 (gzip if the name ends in .gz).
+
+    The header's ``descrip`` holds ``sha256:<content hash>`` so that a re-run, even after a crash
+    that lost the tables, recognises a volume that is already written.
+    """
     image = nib.Nifti1Image(volume.data, volume.affine)
+    image.header["descrip"] = (HASH_PREFIX + volume.content_hash()).encode()
     image.set_qform(volume.affine, code=1)
     image.set_sform(volume.affine, code=1)
     image.header.set_xyzt_units("mm")

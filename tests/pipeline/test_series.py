@@ -63,8 +63,10 @@ def test_dicomdir_series_with_out_of_order_slices_is_assembled_by_position(tmp_p
     volume = _volume_of(tmp_path / "w", by_position[0])
     data = np.asarray(volume.dataobj)
     assert volume.shape == (16, 16, 5) and nib.aff2axcodes(volume.affine) == ("R", "A", "S")
-    for k, name in enumerate(by_position):  # axial LPS -> RAS flips the in-plane axes
-        np.testing.assert_array_equal(data[:, :, k], headers[name].pixel_array.T[::-1, ::-1])
+    for k, name in enumerate(by_position):  # HU = stored * slope + intercept; axial LPS -> RAS flips x and y
+        ds = headers[name]
+        hounsfield = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        np.testing.assert_array_equal(data[:, :, k], hounsfield.T[::-1, ::-1])
     np.testing.assert_allclose(volume.affine[2, 3], min(z.values()), atol=1e-4)
 
 
