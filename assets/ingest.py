@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.resources import PROJECT_ROOT, PseudonymSecret, ScanLensProject
+from assets.resources import DEMO_ROOT, PseudonymSecret, ScanLensProject
 from pipeline.config import IngestConfig
 from pipeline.demo import DemoArchive, prepare_demo_source
 from pipeline.ingest import ingest
@@ -45,11 +45,11 @@ def demo_studies(config: DemoStudiesConfig, project: ScanLensProject) -> dg.Mate
 
 class ScanCatalogConfig(dg.Config):
     source: str = Field(
-        default=str(PROJECT_ROOT / "demo_work" / "source"),
+        default=str(DEMO_ROOT / "source"),
         description="folder of DICOM/NIfTI scans, read recursively and never modified (default: the demo studies)",
     )
     labels: str = Field(
-        default=str(PROJECT_ROOT / "demo_work" / "labels.csv"),
+        default=str(DEMO_ROOT / "labels.csv"),
         description="labels CSV (scan_ref,label[,split,patient_id]); empty string for an unlabelled run",
     )
     workdir: str = Field(default="", description="work folder W; empty uses the `project` resource's workdir")

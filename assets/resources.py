@@ -9,17 +9,19 @@ from typing import Optional
 import dagster as dg
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Where the demo study folder and its labels are made (``$SCANLENS_DEMO_ROOT`` or ``<repo>/demo_work``).
+DEMO_ROOT = Path(os.environ.get("SCANLENS_DEMO_ROOT", str(PROJECT_ROOT / "demo_work")))
 
 
 class ScanLensProject(dg.ConfigurableResource):
     """The work folder ``W`` and the bundled demo data.
 
-    Defaults: ``$SCANLENS_WORKDIR`` or ``<repo>/demo_work/workdir``; demo archives in ``<repo>/data/demo``.
+    Defaults: ``$SCANLENS_WORKDIR`` or ``<demo root>/workdir``; demo archives in ``<repo>/data/demo``.
     """
 
-    workdir: str = os.environ.get("SCANLENS_WORKDIR", str(PROJECT_ROOT / "demo_work" / "workdir"))
+    workdir: str = os.environ.get("SCANLENS_WORKDIR", str(DEMO_ROOT / "workdir"))
     demo_data: str = str(PROJECT_ROOT / "data" / "demo")
-    demo_root: str = str(PROJECT_ROOT / "demo_work")
+    demo_root: str = str(DEMO_ROOT)
 
     @property
     def workdir_path(self) -> Path:

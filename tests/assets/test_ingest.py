@@ -1,0 +1,73 @@
+"""Dagster assets of the ingest group, materialised in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets.definitions import defs
+from assets.ingest import DemoStudiesConfig, ScanCatalogConfig, demo_studies, scan_catalog
+from assets.resources import PseudonymSecret, ScanLensProject
+from tests.phi_canaries import plant_canaries
+
+
+def _project(tmp_path: Path) -> ScanLensProject:
+    return ScanLensProject(workdir=str(tmp_path / "w"), demo_root=str(tmp_path / "demo"))
+
+
+def _materialize(tmp_path: Path, catalog_config: ScanCatalogConfig, with_demo: bool = True) -> dg.ExecuteInProcessResult:
+    assets = [demo_studies, scan_catalog] if with_demo else [scan_catalog]
+    ops = {"scan_catalog": catalog_config}
+    if with_demo:
+        ops["demo_studies"] = DemoStudiesConfig(breast_limit=4, adrenal_limit=2)
+    return dg.materialize(
+        assets,
+        resources={"project": _project(tmp_path), "secret": PseudonymSecret(secret="asset-test")},
+        run_config=dg.RunConfig(ops=ops),
+        raise_on_error=False,
+    )
+
+
+def test_definitions_load_with_the_ingest_group() -> None:
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} >= {"demo_studies", "scan_catalog"}
+    assert graph.get(dg.AssetKey("scan_catalog")).group_name == "ingest"
+    assert defs.resolve_job_def("scanlens_demo") is not None
+
+
+def test_demo_then_catalog_materialise_with_metadata_and_a_passing_check(tmp_path: Path) -> None:
+    config = ScanCatalogConfig(source=str(tmp_path / "demo" / "source"), labels=str(tmp_path / "demo" / "labels.csv"))
+    result = _materialize(tmp_path, config)
+    assert result.success
+    [materialization] = [m for m in result.asset_materializations_for_node("scan_catalog")]
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["scans"] == 4 * 3 + 2 * 3 and metadata["quarantined_files"] == 0
+    assert metadata["modalities"] == {"CT": 6, "US": 12}
+    assert metadata["label_counts"]["train"] == {"0": 3, "1": 3}
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.check_name == "labelled_scans_present"
+    again = _materialize(tmp_path, config)  # re-materialising unchanged input reads and writes nothing
+    metadata = {k: v.value for k, v in again.asset_materializations_for_node("scan_catalog")[0].metadata.items()}
+    assert (metadata["files_read"], metadata["volumes_written"]) == (0, 0)
+
+
+def test_unlabelled_catalogue_fails_the_blocking_check(tmp_path: Path) -> None:
+    plant_canaries(tmp_path / "src" / "s")
+    result = _materialize(tmp_path, ScanCatalogConfig(source=str(tmp_path / "src"), labels=""), with_demo=False)
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and "no usable scan has a label" in check.description
+
+
+def test_no_phi_reaches_dagster_events(tmp_path: Path) -> None:
+    canaries = plant_canaries(tmp_path / "src" / "s")
+    result = _materialize(tmp_path, ScanCatalogConfig(source=str(tmp_path / "src"), labels=""), with_demo=False)
+    events = "\n".join(repr(event) for event in result.all_events)
+    assert "scans" in events
+    assert [c for c in canaries if c in events] == []
+
+
+def test_launchpad_defaults_point_at_the_demo_studies() -> None:
+    project, config = ScanLensProject(), ScanCatalogConfig()
+    assert Path(config.source) == project.demo_source and Path(config.labels) == project.demo_labels
+    assert config.workdir == ""  # the `project` resource's work folder
