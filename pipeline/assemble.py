@@ -117,7 +117,7 @@ def build_scan(task: ScanTask) -> ScanOutcome:
     for group in copies.values():
         for instance in group:
             try:
-                frames[instance.relpath] = decode_frames(Path(task.root, instance.relpath).read_bytes())
+                frames[instance.relpath] = decode_frames(Path(task.root, instance.relpath).read_bytes(), instance)
             except QuarantineError as exc:
                 outcome.file_quarantine.append((instance.relpath, exc.reason.value, exc.detail))
                 continue
@@ -131,10 +131,20 @@ def build_scan(task: ScanTask) -> ScanOutcome:
     except QuarantineError as exc:
         outcome.row = _quarantined_row(task, kept[0], exc)
         return outcome
-    volume = canonical_volume(stack_slices(plan, frames), plan.affine_ras, plan.dims, plan.warnings)
+    volume = canonical_volume(stack_slices(plan, frames), plan.affine_ras, plan.dims, plan.warnings, integral=_integral(kept))
     outcome.row = _row(task, kept[0], volume, len(plan.relpaths), plan.slice_thickness_mm)
     outcome.written = _write_if_new(task, volume, outcome.row["content_hash"])
     return outcome
+
+
+def _integral(instances: list[DicomInstance]) -> bool | None:
+    """True when decoded values are whole numbers by construction (integer grey pixels, integer rescale)."""
+    for instance in instances:
+        if instance.pixel_span is None or instance.samples_per_pixel != 1 or instance.photometric == "PALETTE COLOR":
+            return None  # let compact_dtype look at the values
+        if not all(float(g.rescale[0]).is_integer() and float(g.rescale[1]).is_integer() for g in instance.frames):
+            return None
+    return True
 
 
 def _mark_duplicates(outcome: ScanOutcome, copies: dict[str, list[DicomInstance]], handled: set[str]) -> None:
@@ -167,7 +177,7 @@ def _build_nifti(task: ScanTask) -> ScanOutcome:
         "spacing_mm": spacing,
         "slice_thickness_mm": None if volume.dims == 2 else float(min(spacing)),
         "n_source_files": 1,
-        "content_hash": volume.content_hash(),
+        "content_hash": volume.content_hash,
         "status": "warning" if volume.warnings else "ok",
         "warnings": list(volume.warnings),
     }
@@ -205,7 +215,7 @@ def _row(task: ScanTask, first: DicomInstance, volume: Volume, n_files: int, thi
         "spacing_mm": volume.spacing_mm,
         "slice_thickness_mm": thickness,
         "n_source_files": n_files,
-        "content_hash": volume.content_hash(),
+        "content_hash": volume.content_hash,
         "status": "warning" if volume.warnings else "ok",
         "warnings": list(volume.warnings),
     }

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 #: Bump when assembly changes what a volume or a row contains: every scan is then rebuilt.
 INGEST_VERSION = 1
+#: Volumes are stored uncompressed: gzip cost more CPU than parsing the DICOM itself, and plain
+#: NIfTI can be memory-mapped by the preprocessing step.
+VOLUME_SUFFIX = ".nii"
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -154,6 +157,8 @@ def ingest(config: IngestConfig) -> IngestResult:
     quarantined = set(quarantine["source_path"])
     manifest["status"] = ["quarantined" if p in quarantined else "catalogued" for p in manifest["source_path"]]
 
+    if any(o.written for o in outcomes):
+        os.sync()  # volumes reach the disk before the tables that reference them
     written = []
     tables = [
         (wd.state / "scans.parquet", scans, None),
@@ -198,7 +203,7 @@ def _scan_tasks(
             groups.setdefault(pseudonymizer.scan(identity[item.relpath]), []).append(item)
     tasks = []
     for scan_id, members in sorted(groups.items()):
-        relpath = f"volumes/{scan_id}.nii.gz"
+        relpath = f"volumes/{scan_id}{VOLUME_SUFFIX}"
         task = ScanTask(scan_id, root, str(wd.root / relpath), relpath, previous_hash.get(scan_id),
                         config.spacing_tolerance, secret)
         if members[0].is_nifti:
@@ -252,7 +257,7 @@ def _manifest(
 
 
 def _remove_stale_volumes(wd: Workdir, keep: set[str]) -> None:
-    for path in wd.volumes.glob("*.nii.gz"):
+    for path in wd.volumes.glob("*.nii*"):
         if f"volumes/{path.name}" not in keep:
             path.unlink()
     for tmp in wd.volumes.glob(".*.tmp*"):

@@ -19,6 +19,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
+from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
 
 from pipeline.deid import Pseudonymizer, allowed_metadata
@@ -29,6 +30,18 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "US", "XA", "RF", "IO", "PX", "OT", "SC", "ES", "XC", "NM", "OP"})
 NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "KO", "PR", "REG", "FID", "DOC"})
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: Every attribute ingest reads. Parsing only these (plus the file meta) keeps the header pass cheap.
+HEADER_KEYWORDS = (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientSex", "PatientAge",
+    "Modality", "Manufacturer", "ManufacturerModelName", "BodyPartExamined", "KVP", "MagneticFieldStrength",
+    "PhotometricInterpretation", "BitsStored", "BitsAllocated", "PixelRepresentation", "SamplesPerPixel", "Rows",
+    "Columns", "NumberOfFrames", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+    "ImagerPixelSpacing", "SequenceOfUltrasoundRegions", "RescaleSlope", "RescaleIntercept", "SliceThickness",
+    "SpacingBetweenSlices", "BurnedInAnnotation", "LossyImageCompression", "PerFrameFunctionalGroupsSequence",
+    "SharedFunctionalGroupsSequence", "DirectoryRecordSequence", "PlanarConfiguration", "PixelData", "FloatPixelData",
+    "DoubleFloatPixelData",
+)
+DEFLATED = "1.2.840.10008.1.2.1.99"
 LOSSLESS_SYNTAXES = frozenset({
     "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
     "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
@@ -80,6 +93,10 @@ class DicomInstance:
     spacing_between_slices: float | None
     metadata: dict[str, str | float | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    transfer_syntax: str = ""
+    bits_allocated: int = 16
+    planar_configuration: int = 0
+    pixel_span: tuple[int, int] | None = None  # (offset, length) of the Pixel Data value in the file bytes
 
     @property
     def modality(self) -> str:
@@ -124,6 +141,9 @@ def _frame_geometries(ds: Dataset, n_frames: int) -> list[FrameGeometry]:
     base_orientation = _floats(ds.get("ImageOrientationPatient"), 6)
     base_spacing = _pixel_spacing(ds)
     base_rescale = (float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0))
+    base = FrameGeometry(base_position, base_orientation, base_spacing, base_rescale)
+    if "PerFrameFunctionalGroupsSequence" not in ds and "SharedFunctionalGroupsSequence" not in ds:
+        return [base] * n_frames
     out = []
     for frame in range(n_frames):
         position, orientation, spacing, rescale = base_position, base_orientation, base_spacing, base_rescale
@@ -189,8 +209,15 @@ def parse_dicom(
     except (AttributeError, TypeError, ValueError):
         raise QuarantineError(QuarantineReason.NO_PIXEL_DATA, "Rows/Columns missing, so the pixels cannot be laid out")
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if "PixelData" in ds and not meta.TransferSyntaxUID.is_compressed:
-        expected, actual = _expected_native_bytes(ds, n_frames), len(ds.PixelData)
+    syntax = str(meta.TransferSyntaxUID)
+    pixel_span = None
+    if "PixelData" in ds:
+        raw = ds.get_item("PixelData")
+        value_length = len(raw.value) if raw.value is not None else 0
+        if syntax != DEFLATED and getattr(raw, "value_tell", None) is not None:
+            pixel_span = (int(raw.value_tell), value_length)
+    if pixel_span is not None and not meta.TransferSyntaxUID.is_compressed:
+        expected, actual = _expected_native_bytes(ds, n_frames), pixel_span[1]
         if actual < expected:
             raise QuarantineError(
                 QuarantineReason.TRUNCATED, f"pixel data has {actual} bytes, {expected} expected for the declared image size"
@@ -199,7 +226,6 @@ def parse_dicom(
     study_uid = str(ds.get("StudyInstanceUID", "") or "")
     series_uid = str(ds.get("SeriesInstanceUID", "") or "")
     sop_instance = str(ds.get("SOPInstanceUID", "") or "")
-    syntax = str(meta.TransferSyntaxUID)
     instance = DicomInstance(
         relpath=relpath,
         instance_key=pseudonymizer.scan(f"instance|{sop_instance or relpath}"),
@@ -218,6 +244,10 @@ def parse_dicom(
         slice_thickness=_positive(ds.get("SliceThickness")),
         spacing_between_slices=_positive(ds.get("SpacingBetweenSlices")),
         metadata=allowed_metadata(ds, keep_demographics),
+        transfer_syntax=syntax,
+        bits_allocated=int(ds.get("BitsAllocated", 16) or 16),
+        planar_configuration=int(ds.get("PlanarConfiguration", 0) or 0),
+        pixel_span=pixel_span,
     )
     if not series_uid:
         instance.warnings.append("no SeriesInstanceUID: the file is its own series")
@@ -263,18 +293,36 @@ def _raise_not_part10(data: bytes) -> None:
     raise QuarantineError(QuarantineReason.NOT_DICOM, "not a DICOM file (no DICM prefix) and not NIfTI")
 
 
-def decode_frames(data: bytes) -> np.ndarray:
+def decode_frames(data: bytes, instance: DicomInstance | None = None) -> np.ndarray:
     """Decode all frames of a DICOM file to modality values, shape ``(frames, rows, cols)``, float64.
 
     Applies, in order: palette/YBR to RGB, RGB to luminance (ITU-R BT.601 weights), MONOCHROME1
     inversion over the stored bit range, then RescaleSlope/Intercept (per frame for enhanced objects).
-    Raises :class:`QuarantineError` (``undecodable_pixels`` or ``truncated``) when decoding fails.
+    ``instance`` is the file's parsed header (parsed here when not given). Raises
+    :class:`QuarantineError` (``undecodable_pixels`` or ``truncated``) when decoding fails.
     """
+    if instance is None:
+        instance = parse_dicom(data, "", Pseudonymizer(b"decode"), keep_demographics=False, allow_burned_in=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(io.BytesIO(data))
         try:
-            pixels = ds.pixel_array
+            if instance.photometric == "PALETTE COLOR":
+                from pydicom.pixels import apply_color_lut
+
+                ds = pydicom.dcmread(io.BytesIO(data))
+                pixels = apply_color_lut(ds.pixel_array, ds)
+            elif instance.pixel_span is not None:  # decode the value in place: no second parse of the header
+                offset, length = instance.pixel_span
+                pixels, _ = get_decoder(UID(instance.transfer_syntax)).as_array(
+                    data[offset:offset + length],
+                    rows=instance.rows, columns=instance.cols, samples_per_pixel=instance.samples_per_pixel,
+                    bits_allocated=instance.bits_allocated, bits_stored=instance.bits_stored,
+                    pixel_representation=int(instance.signed), photometric_interpretation=instance.photometric,
+                    number_of_frames=instance.n_frames, planar_configuration=instance.planar_configuration,
+                    pixel_keyword="PixelData",
+                )
+            else:
+                pixels = pixel_array(io.BytesIO(data))
         except Exception as exc:
             message = str(exc).lower()
             if "less than expected" in message or "shorter than" in message or "truncat" in message:
@@ -282,25 +330,15 @@ def decode_frames(data: bytes) -> np.ndarray:
             raise QuarantineError(
                 QuarantineReason.UNDECODABLE_PIXELS, f"no installed decoder could decode the pixel data ({type(exc).__name__})"
             )
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
-        pixels = apply_color_lut(pixels, ds)
-        samples = 3
     pixels = np.asarray(pixels)
-    if n_frames == 1:
+    if instance.n_frames == 1:
         pixels = pixels[np.newaxis]
     values = pixels.astype(np.float64)
-    if samples == 3:
+    if values.ndim == 4:  # colour: (frames, rows, cols, 3)
         values = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
-    if photometric == "MONOCHROME1":
-        bits = int(ds.get("BitsStored", 16) or 16)
-        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-        values = (-1.0 - values) if signed else ((2**bits - 1) - values)
-    for index, geometry in enumerate(_frame_geometries(ds, n_frames)):
+    if instance.photometric == "MONOCHROME1":
+        values = (-1.0 - values) if instance.signed else ((2**instance.bits_stored - 1) - values)
+    for index, geometry in enumerate(instance.frames):
         slope, intercept = geometry.rescale
         if slope != 1.0 or intercept != 0.0:
             values[index] = values[index] * slope + intercept

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import nibabel as nib
@@ -18,7 +19,7 @@ from pipeline.errors import QuarantineError, QuarantineReason
 from pipeline.storage import atomic_write
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-HASH_PREFIX = "sha256:"
+HASH_PREFIX = "blake2b:"
 
 
 @dataclass
@@ -34,9 +35,10 @@ class Volume:
     def spacing_mm(self) -> list[float]:
         return [round(float(v), 6) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))]
 
+    @cached_property
     def content_hash(self) -> str:
-        """SHA-256 over dtype, shape, affine (rounded to 1e-6 mm) and voxel bytes."""
-        digest = hashlib.sha256()
+        """BLAKE2b-256 over dtype, shape, affine (rounded to 1e-6 mm) and voxel bytes."""
+        digest = hashlib.blake2b(digest_size=32)
         digest.update(f"{self.data.dtype.str}|{self.data.shape}|".encode())
         digest.update(np.round(self.affine, 6).astype("<f8").tobytes())
         digest.update(np.ascontiguousarray(self.data).tobytes())
@@ -47,9 +49,14 @@ def is_nifti(name: str) -> bool:
     return name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def compact_dtype(values: np.ndarray) -> np.ndarray:
-    """Integers stay integers (int16 when they fit, else int32); anything else becomes float32."""
-    if values.size and np.all(np.isfinite(values)) and np.array_equal(values, np.round(values)):
+def compact_dtype(values: np.ndarray, integral: bool | None = None) -> np.ndarray:
+    """Integers stay integers (int16 when they fit, else int32); anything else becomes float32.
+
+    ``integral=True`` promises whole numbers (integer pixels, integer rescale) and skips that check.
+    """
+    if integral is None:
+        integral = bool(values.size) and bool(np.all(np.isfinite(values))) and np.array_equal(values, np.rint(values))
+    if integral and values.size:
         low, high = float(values.min()), float(values.max())
         if -32768 <= low and high <= 32767:
             return values.astype(np.int16)
@@ -58,9 +65,11 @@ def compact_dtype(values: np.ndarray) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def canonical_volume(data: np.ndarray, affine_ras: np.ndarray, dims: int, warnings: list[str] | None = None) -> Volume:
+def canonical_volume(
+    data: np.ndarray, affine_ras: np.ndarray, dims: int, warnings: list[str] | None = None, integral: bool | None = None
+) -> Volume:
     """Reorient ``data`` (voxel axes as given by ``affine_ras``) to the closest canonical RAS+ order."""
-    image = nib.as_closest_canonical(nib.Nifti1Image(compact_dtype(data), affine_ras))
+    image = nib.as_closest_canonical(nib.Nifti1Image(compact_dtype(data, integral), affine_ras))
     return Volume(np.asanyarray(image.dataobj), image.affine, dims, list(warnings or []))
 
 
@@ -102,12 +111,13 @@ def stored_content_hash(path: Path) -> str | None:
 def write_volume(path: Path, volume: Volume) -> None:
     """Write ``volume`` atomically as NIfTI-1 (gzip if the name ends in .gz).
 
-    The header's ``descrip`` holds ``sha256:<content hash>`` so that a re-run, even after a crash
-    that lost the tables, recognises a volume that is already written.
+    The header's ``descrip`` holds ``blake2b:<content hash>`` so that a re-run, even after a crash
+    that lost the tables, recognises a volume that is already written. The file is not fsync'ed
+    here: ingest syncs once after writing all volumes and before writing the tables.
     """
     image = nib.Nifti1Image(volume.data, volume.affine)
-    image.header["descrip"] = (HASH_PREFIX + volume.content_hash()).encode()
+    image.header["descrip"] = (HASH_PREFIX + volume.content_hash).encode()
     image.set_qform(volume.affine, code=1)
     image.set_sform(volume.affine, code=1)
     image.header.set_xyzt_units("mm")
-    atomic_write(path, lambda tmp: nib.save(image, str(tmp)))
+    atomic_write(path, lambda tmp: nib.save(image, str(tmp)), durable=False)
