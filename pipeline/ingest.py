@@ -14,10 +14,12 @@ import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import pandas as pd
+from tqdm import tqdm
 
 from pipeline.assemble import ProbedFile, ProbeOptions, ScanOutcome, ScanTask, build_scan, probe_file, scan_identity
 from pipeline.catalog import (
@@ -70,13 +72,17 @@ def _walk(source: Path, exclude: Path, skip_file: Path | None) -> list[tuple[str
     return files
 
 
-def _parallel(fn: Callable[[T], R], items: list[T], workers: int, chunksize: int = 1) -> list[R]:
-    """Map ``fn`` over ``items`` in worker processes (fork), in order; inline when there is little work."""
+def _parallel(fn: Callable[[T], R], items: list[T], workers: int, desc: str, chunksize: int = 1) -> list[R]:
+    """Map ``fn`` over ``items`` in worker processes (fork), in order; inline when there is little work.
+
+    A progress bar (counts only) is shown on an interactive terminal.
+    """
+    progress = partial(tqdm, total=len(items), desc=desc, unit="item", disable=None, leave=False)
     if workers <= 1 or len(items) < 4:
-        return [fn(item) for item in items]
+        return list(progress(map(fn, items)))
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
-        return list(pool.map(fn, items, chunksize=chunksize))
+        return list(progress(pool.map(fn, items, chunksize=chunksize)))
 
 
 def _validate(config: IngestConfig) -> tuple[Path, Path]:
@@ -129,7 +135,7 @@ def ingest(config: IngestConfig) -> IngestResult:
     removed = [p for p in previous if p not in present]
 
     options = ProbeOptions(str(source), secret, config.keep_demographics, config.allow_burned_in)
-    probed = _parallel(probe_file, [(options, *f) for f in to_probe], workers, chunksize=32)
+    probed = _parallel(probe_file, [(options, *f) for f in to_probe], workers, "reading files", chunksize=32)
     for item in list(probed):  # same bytes under a new mtime: nothing to rebuild
         old = previous.get(item.relpath)
         if old is not None and old.sha256 == item.sha256:
@@ -141,14 +147,16 @@ def ingest(config: IngestConfig) -> IngestResult:
     new_identity = {i.relpath: scan_identity(i) for i in probed if i.quarantine is None}
     dirty |= {pseudonymizer.scan(ident) for ident in new_identity.values()}
     rejoin = [(p, r.size_bytes, r.mtime_ns) for p, r in unchanged.items() if old_scan_of.get(p) in dirty]
-    for item in _parallel(probe_file, [(options, *f) for f in rejoin], workers, chunksize=32):
+    for item in _parallel(probe_file, [(options, *f) for f in rejoin], workers, "re-reading series", chunksize=32):
         unchanged.pop(item.relpath, None)
         probed.append(item)
         if item.quarantine is None:
             new_identity[item.relpath] = scan_identity(item)
 
     tasks = _scan_tasks(probed, new_identity, pseudonymizer, wd, old_scans, str(source), config, secret)
-    outcomes: list[ScanOutcome] = _parallel(build_scan, tasks, workers, chunksize=max(1, len(tasks) // (8 * workers)))
+    outcomes: list[ScanOutcome] = _parallel(
+        build_scan, tasks, workers, "building scans", chunksize=max(1, len(tasks) // (8 * workers))
+    )
 
     scans = _merge_scans(old_scans, dirty, outcomes)
     manifest, file_quarantine = _manifest(unchanged, probed, outcomes, old_scan_of, old_quarantine, scans)

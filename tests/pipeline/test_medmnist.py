@@ -91,3 +91,16 @@ def test_bad_archives_are_user_errors(tmp_path: Path) -> None:
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(UserInputError, match="not a MedMNIST archive"):
         import_medmnist(tmp_path / "other.npz", tmp_path / "out")
+
+
+def test_full_breastmnist_round_trip_gives_one_scan_per_image(tmp_path: Path, demo_npz: Path) -> None:
+    result = import_medmnist(demo_npz, tmp_path / "src")
+    ingest(IngestConfig(source=tmp_path / "src", workdir=tmp_path / "w", labels=result.labels_path))
+    catalog = pd.read_parquet(tmp_path / "w" / "catalog.parquet")
+    archive = np.load(demo_npz)
+    assert len(catalog) == sum(len(archive[f"{s}_labels"]) for s in ("train", "val", "test")) == 780
+    for split in ("train", "val", "test"):
+        expected = dict(zip(*np.unique(archive[f"{split}_labels"], return_counts=True)))
+        got = catalog[catalog["split"] == split]["label"].value_counts().to_dict()
+        assert got == {int(k): int(v) for k, v in expected.items()}, split
+    assert catalog["patient_id"].nunique() < len(catalog)  # some patients have several images
