@@ -114,52 +114,19 @@ def ingest(config: IngestConfig) -> IngestResult:
              "spacing_tolerance": config.spacing_tolerance}
     old_state = json.loads(state_file.read_text()) if state_file.exists() else None
     fresh = old_state != state
-    old_manifest = read_parquet(wd.manifest) if not fresh else None
-    old_scans = read_parquet(wd.state / "scans.parquet") if not fresh else None
-    old_quarantine = read_parquet(wd.quarantine) if not fresh else None
-    if old_manifest is None or old_scans is None or old_quarantine is None:
-        old_manifest = pd.DataFrame(columns=[f.name for f in MANIFEST_SCHEMA])
-        old_scans = pd.DataFrame(columns=SCANS_COLUMNS)
-        old_quarantine = pd.DataFrame(columns=["source_path", "reason", "detail"])
-    previous = {row.source_path: row for row in old_manifest.itertuples(index=False)}
-
-    unchanged: dict[str, Any] = {}
-    to_probe: list[tuple[str, int, int]] = []
-    for relpath, size, mtime in files:
-        old = previous.get(relpath)
-        if old is not None and not config.rehash and old.size_bytes == size and old.mtime_ns == mtime:
-            unchanged[relpath] = old
-        else:
-            to_probe.append((relpath, size, mtime))
-    present = {f[0] for f in files}
-    removed = [p for p in previous if p not in present]
-
+    old_manifest, old_scans, old_quarantine = _previous_tables(wd, fresh)
     options = ProbeOptions(str(source), secret, config.keep_demographics, config.allow_burned_in)
-    probed = _parallel(probe_file, [(options, *f) for f in to_probe], workers, "reading files", chunksize=32)
-    for item in list(probed):  # same bytes under a new mtime: nothing to rebuild
-        old = previous.get(item.relpath)
-        if old is not None and old.sha256 == item.sha256:
-            unchanged[item.relpath] = old._replace(mtime_ns=item.mtime_ns, size_bytes=item.size)
-            probed.remove(item)
+    changes = _probe_changes(files, old_manifest, options, pseudonymizer, workers, config.rehash)
 
-    old_scan_of = {p: r.scan_id for p, r in previous.items() if isinstance(r.scan_id, str)}
-    dirty = {old_scan_of[p] for p in removed + [i.relpath for i in probed] if p in old_scan_of}
-    new_identity = {i.relpath: scan_identity(i) for i in probed if i.quarantine is None}
-    dirty |= {pseudonymizer.scan(ident) for ident in new_identity.values()}
-    rejoin = [(p, r.size_bytes, r.mtime_ns) for p, r in unchanged.items() if old_scan_of.get(p) in dirty]
-    for item in _parallel(probe_file, [(options, *f) for f in rejoin], workers, "re-reading series", chunksize=32):
-        unchanged.pop(item.relpath, None)
-        probed.append(item)
-        if item.quarantine is None:
-            new_identity[item.relpath] = scan_identity(item)
-
-    tasks = _scan_tasks(probed, new_identity, pseudonymizer, wd, old_scans, str(source), config, secret)
+    tasks = _scan_tasks(changes.probed, changes.identity, pseudonymizer, wd, old_scans, str(source), config, secret)
     outcomes: list[ScanOutcome] = _parallel(
         build_scan, tasks, workers, "building scans", chunksize=max(1, len(tasks) // (8 * workers))
     )
 
-    scans = _merge_scans(old_scans, dirty, outcomes)
-    manifest, file_quarantine = _manifest(unchanged, probed, outcomes, old_scan_of, old_quarantine, scans)
+    scans = _merge_scans(old_scans, changes.dirty, outcomes)
+    manifest, file_quarantine = _manifest(
+        changes.unchanged, changes.probed, outcomes, changes.old_scan_of, old_quarantine, scans
+    )
     joined = join_labels(scans, manifest, labels, pseudonymizer, config.keep_demographics)
     quarantine = quarantine_frame(file_quarantine + unlabeled_rows(manifest, joined.unlabeled_scan_ids))
     quarantined = set(quarantine["source_path"])
@@ -184,7 +151,7 @@ def ingest(config: IngestConfig) -> IngestResult:
     result = IngestResult(
         workdir=workdir,
         n_source_files=len(files),
-        n_probed=len(to_probe) + len(rejoin),
+        n_probed=changes.n_read,
         n_scans=len(joined.catalog),
         n_volumes_written=sum(o.written for o in outcomes),
         quarantine_by_reason=dict(sorted(Counter(quarantine["reason"]).items())),
@@ -198,6 +165,66 @@ def ingest(config: IngestConfig) -> IngestResult:
         result.n_source_files, result.n_probed, result.n_scans, result.n_volumes_written, result.quarantine_by_reason,
     )
     return result
+
+
+def _previous_tables(wd: Workdir, fresh: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The last run's manifest, scans and quarantine tables (empty ones when starting afresh)."""
+    tables = [read_parquet(p) for p in (wd.manifest, wd.state / "scans.parquet", wd.quarantine)] if not fresh else []
+    if fresh or any(t is None for t in tables):
+        return (
+            pd.DataFrame(columns=[f.name for f in MANIFEST_SCHEMA]),
+            pd.DataFrame(columns=SCANS_COLUMNS),
+            pd.DataFrame(columns=["source_path", "reason", "detail"]),
+        )
+    return tables[0], tables[1], tables[2]
+
+
+@dataclass
+class _Changes:
+    unchanged: dict[str, Any]  # relpath -> previous manifest row (mtime/size refreshed)
+    probed: list[ProbedFile]  # files read this run
+    identity: dict[str, str]  # relpath -> scan identity, for probed files that parsed
+    dirty: set[str]  # scan ids to rebuild
+    old_scan_of: dict[str, str]  # relpath -> scan id in the previous manifest
+    n_read: int
+
+
+def _probe_changes(
+    files: list[tuple[str, int, int]], old_manifest: pd.DataFrame, options: ProbeOptions,
+    pseudonymizer: Pseudonymizer, workers: int, rehash: bool,
+) -> _Changes:
+    """Read new and changed files, then every other file of the scans they touch."""
+    previous = {row.source_path: row for row in old_manifest.itertuples(index=False)}
+    unchanged: dict[str, Any] = {}
+    to_probe: list[tuple[str, int, int]] = []
+    for relpath, size, mtime in files:
+        old = previous.get(relpath)
+        if old is not None and not rehash and old.size_bytes == size and old.mtime_ns == mtime:
+            unchanged[relpath] = old
+        else:
+            to_probe.append((relpath, size, mtime))
+    present = {f[0] for f in files}
+    removed = [p for p in previous if p not in present]
+
+    probed = []
+    for item in _parallel(probe_file, [(options, *f) for f in to_probe], workers, "reading files", chunksize=32):
+        old = previous.get(item.relpath)
+        if old is not None and old.sha256 == item.sha256:  # same bytes under a new mtime: nothing to rebuild
+            unchanged[item.relpath] = old._replace(mtime_ns=item.mtime_ns, size_bytes=item.size)
+        else:
+            probed.append(item)
+
+    old_scan_of = {p: r.scan_id for p, r in previous.items() if isinstance(r.scan_id, str)}
+    dirty = {old_scan_of[p] for p in removed + [i.relpath for i in probed] if p in old_scan_of}
+    identity = {i.relpath: scan_identity(i) for i in probed if i.quarantine is None}
+    dirty |= {pseudonymizer.scan(ident) for ident in identity.values()}
+    rejoin = [(p, r.size_bytes, r.mtime_ns) for p, r in unchanged.items() if old_scan_of.get(p) in dirty]
+    for item in _parallel(probe_file, [(options, *f) for f in rejoin], workers, "re-reading series", chunksize=32):
+        unchanged.pop(item.relpath, None)
+        probed.append(item)
+        if item.quarantine is None:
+            identity[item.relpath] = scan_identity(item)
+    return _Changes(unchanged, probed, identity, dirty, old_scan_of, len(to_probe) + len(rejoin))
 
 
 def _scan_tasks(
