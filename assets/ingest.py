@@ -9,14 +9,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.common import IO_RETRY, OWNER, user_errors_are_final
 from assets.resources import DEMO_ROOT, PseudonymSecret, ScanLensProject
 from pipeline.config import IngestConfig
 from pipeline.demo import DemoArchive, prepare_demo_source
 from pipeline.ingest import ingest
-
-OWNER = "team:scanlens"
-IO_RETRY = dg.RetryPolicy(max_retries=2, delay=5)
-
 
 class DemoStudiesConfig(dg.Config):
     breast_limit: Optional[int] = Field(default=None, description="BreastMNIST items per split; null keeps all 780")
@@ -32,12 +29,12 @@ def demo_studies(config: DemoStudiesConfig, project: ScanLensProject) -> dg.Mate
     Idempotent: unchanged archives and options rewrite nothing.
     """
     data = Path(project.demo_data)
-    result = prepare_demo_source(
-        [DemoArchive(data / "breastmnist.npz", config.breast_limit), DemoArchive(data / "adrenalmnist3d.npz", config.adrenal_limit)],
-        project.demo_source,
-        project.demo_labels,
-        seed=config.seed,
-    )
+    archives = [
+        DemoArchive(data / "breastmnist.npz", config.breast_limit),
+        DemoArchive(data / "adrenalmnist3d.npz", config.adrenal_limit),
+    ]
+    with user_errors_are_final():
+        result = prepare_demo_source(archives, project.demo_source, project.demo_labels, seed=config.seed)
     return dg.MaterializeResult(
         metadata={"items": result.n_items, "rebuilt": result.rebuilt, "source": dg.MetadataValue.path(str(result.folder))}
     )
@@ -95,11 +92,12 @@ def scan_catalog(config: ScanCatalogConfig, project: ScanLensProject, secret: Ps
     maps every source file to its scan. Re-materialising on unchanged input rewrites nothing.
     """
     workdir = Path(config.workdir) if config.workdir else project.workdir_path
-    result = ingest(IngestConfig(
-        source=Path(config.source), workdir=workdir, labels=Path(config.labels) if config.labels else None,
-        secret=secret.secret, keep_demographics=config.keep_demographics,
-        allow_burned_in=config.allow_burned_in, spacing_tolerance=config.spacing_tolerance,
-    ))
+    with user_errors_are_final():
+        result = ingest(IngestConfig(
+            source=Path(config.source), workdir=workdir, labels=Path(config.labels) if config.labels else None,
+            secret=secret.secret, keep_demographics=config.keep_demographics,
+            allow_burned_in=config.allow_burned_in, spacing_tolerance=config.spacing_tolerance,
+        ))
     catalog = pd.read_parquet(workdir / "catalog.parquet")
     return dg.MaterializeResult(
         metadata={

@@ -71,3 +71,12 @@ def test_launchpad_defaults_point_at_the_demo_studies() -> None:
     project, config = ScanLensProject(), ScanCatalogConfig()
     assert Path(config.source) == project.demo_source and Path(config.labels) == project.demo_labels
     assert config.workdir == ""  # the `project` resource's work folder
+
+
+def test_a_missing_source_fails_the_step_once_with_the_message(tmp_path: Path) -> None:
+    result = _materialize(tmp_path, ScanCatalogConfig(source=str(tmp_path / "nowhere"), labels=""), with_demo=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(failures) == 1 and retries == []
+    assert "source folder does not exist" in failures[0].event_specific_data.error.message
