@@ -1,0 +1,9 @@
+"""ResNet-50 classifiers: the 2D network (torchvision-equivalent) and its I3D inflation to 3D."""
+
+from __future__ import annotations
+
+from pipeline.models.inflate import final_feature_shape, inflate, min_batch_size
+from pipeline.models.resnet import build_resnet50
+from pipeline.models.weights import WeightsSource, find_imagenet_weights
+
+__all__ = ["build_resnet50", "inflate", "min_batch_size", "final_feature_shape", "find_imagenet_weights", "WeightsSource"]
