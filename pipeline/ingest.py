@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Iterable
 
 import pandas as pd
-from tqdm import tqdm
 
 from pipeline.assemble import ProbedFile, ProbeOptions, ScanOutcome, ScanTask, build_scan, probe_file, scan_identity
 from pipeline.catalog import (
@@ -29,6 +25,7 @@ from pipeline.config import IngestConfig
 from pipeline.deid import Pseudonymizer, load_secret
 from pipeline.errors import UserInputError
 from pipeline.labels import read_labels
+from pipeline.parallel import parallel_map
 from pipeline.storage import Workdir, atomic_write_bytes, read_parquet, sha256_file, write_parquet_if_changed
 
 log = logging.getLogger(__name__)
@@ -38,8 +35,6 @@ INGEST_VERSION = 1
 #: Volumes are stored uncompressed: gzip cost more CPU than parsing the DICOM itself, and plain
 #: NIfTI can be memory-mapped by the preprocessing step.
 VOLUME_SUFFIX = ".nii"
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -70,19 +65,6 @@ def _walk(source: Path, exclude: Path, skip_file: Path | None) -> list[tuple[str
                 stat = path.stat()
                 files.append((path.relative_to(source).as_posix(), stat.st_size, stat.st_mtime_ns))
     return files
-
-
-def _parallel(fn: Callable[[T], R], items: list[T], workers: int, desc: str, chunksize: int = 1) -> list[R]:
-    """Map ``fn`` over ``items`` in worker processes (fork), in order; inline when there is little work.
-
-    A progress bar (counts only) is shown on an interactive terminal.
-    """
-    progress = partial(tqdm, total=len(items), desc=desc, unit="item", disable=None, leave=False)
-    if workers <= 1 or len(items) < 4:
-        return list(progress(map(fn, items)))
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
-        return list(progress(pool.map(fn, items, chunksize=chunksize)))
 
 
 def _validate(config: IngestConfig) -> tuple[Path, Path]:
@@ -119,7 +101,7 @@ def ingest(config: IngestConfig) -> IngestResult:
     changes = _probe_changes(files, old_manifest, options, pseudonymizer, workers, config.rehash)
 
     tasks = _scan_tasks(changes.probed, changes.identity, pseudonymizer, wd, old_scans, str(source), config, secret)
-    outcomes: list[ScanOutcome] = _parallel(
+    outcomes: list[ScanOutcome] = parallel_map(
         build_scan, tasks, workers, "building scans", chunksize=max(1, len(tasks) // (8 * workers))
     )
 
@@ -207,7 +189,7 @@ def _probe_changes(
     removed = [p for p in previous if p not in present]
 
     probed = []
-    for item in _parallel(probe_file, [(options, *f) for f in to_probe], workers, "reading files", chunksize=32):
+    for item in parallel_map(probe_file, [(options, *f) for f in to_probe], workers, "reading files", chunksize=32):
         old = previous.get(item.relpath)
         if old is not None and old.sha256 == item.sha256:  # same bytes under a new mtime: nothing to rebuild
             unchanged[item.relpath] = old._replace(mtime_ns=item.mtime_ns, size_bytes=item.size)
@@ -219,7 +201,7 @@ def _probe_changes(
     identity = {i.relpath: scan_identity(i) for i in probed if i.quarantine is None}
     dirty |= {pseudonymizer.scan(ident) for ident in identity.values()}
     rejoin = [(p, r.size_bytes, r.mtime_ns) for p, r in unchanged.items() if old_scan_of.get(p) in dirty]
-    for item in _parallel(probe_file, [(options, *f) for f in rejoin], workers, "re-reading series", chunksize=32):
+    for item in parallel_map(probe_file, [(options, *f) for f in rejoin], workers, "re-reading series", chunksize=32):
         unchanged.pop(item.relpath, None)
         probed.append(item)
         if item.quarantine is None:
