@@ -10,11 +10,15 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pipeline import __version__
 from pipeline.config import IngestConfig
 from pipeline.errors import UserInputError
+
+if TYPE_CHECKING:
+    from pipeline.preprocess import AugmentConfig, PreprocessConfig
+    from pipeline.train import TrainConfig
 
 log = logging.getLogger("pipeline")
 
@@ -51,9 +55,71 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--spacing-tolerance", type=float, default=0.05, help="relative slice-spacing deviation accepted with a warning")
     ing.add_argument("--workers", type=int, default=None, help="parallel parser processes (default: all cores)")
     ing.add_argument("--rehash", action="store_true", help="hash every file even if size and mtime are unchanged")
+    tr = commands.add_parser(
+        "train", help="fine-tune a 2D or 3D ResNet-50 on the catalogue's labelled scans",
+        description="Train on split `train` and early-stop on `val` (or a seeded patient-grouped split). "
+        "Writes W/models/<model_id>/ (weights.pt, model_card.json, checkpoint.pt, history.json).",
+    )
+    add_training_flags(tr)
+    tr.add_argument("--resume", action="store_true", help="continue from the model's last checkpoint")
+    tr.add_argument("--stop-after", type=int, default=None, metavar="N",
+                    help="stop after N epochs of this invocation (continue later with --resume)")
+
     st = commands.add_parser("status", help="summarise a work folder: scans, labels, quarantine, output paths")
     st.add_argument("--workdir", type=Path, required=True, help="work folder W")
     return parser
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `train` and the commands that train (evaluate)."""
+    parser.add_argument("--workdir", type=Path, required=True, help="work folder W")
+    parser.add_argument("--dims", choices=("2d", "3d"), default="2d", help="2D model, or 3D model inflated from 2D")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3, help="head learning rate (backbone: x0.1)")
+    parser.add_argument("--input-size", type=int, default=None, help="model input edge in voxels (default 64 for 2D, 32 for 3D)")
+    parser.add_argument("--weights", default=None, help="ImageNet weights: a torchvision .pth path, or 'imagenet' for the torch hub cache")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact reruns)")
+    parser.add_argument("--head-only-epochs", type=int, default=0, help="epochs training only the new head first")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    parser.add_argument("--grad-accumulation", type=int, default=1, help="batches per optimiser step")
+    parser.add_argument("--slice-strategy", choices=("centre", "mip", "2.5d"), default="centre",
+                        help="how a 2D model reads 3D scans")
+    parser.add_argument("--intensity", choices=("auto", "ct_window", "percentile", "minmax"), default="auto")
+    parser.add_argument("--ct-window", default="soft_tissue", help="soft_tissue, lung, bone or 'centre,width' in HU")
+    parser.add_argument("--no-augment", action="store_true", help="turn random augmentation off")
+
+
+def training_configs(args: argparse.Namespace) -> tuple["TrainConfig", "PreprocessConfig", "AugmentConfig"]:
+    from pipeline.preprocess import AugmentConfig, PreprocessConfig
+    from pipeline.train import TrainConfig
+
+    dims = 2 if args.dims == "2d" else 3
+    edge = args.input_size or (64 if dims == 2 else 32)
+    pre = PreprocessConfig(dims=dims, input_size=(edge,) * dims, intensity=args.intensity, ct_window=args.ct_window,
+                           slice_strategy=args.slice_strategy)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weights=args.weights,
+                      device=args.device, seed=args.seed, deterministic=args.deterministic,
+                      head_only_epochs=args.head_only_epochs, patience=args.patience,
+                      grad_accumulation=args.grad_accumulation)
+    return cfg, pre, AugmentConfig(enabled=not args.no_augment)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pipeline.train import train
+
+    cfg, pre, aug = training_configs(args)
+    result = train(args.workdir.resolve(), cfg, pre, aug, resume=args.resume, stop_after=args.stop_after, progress=True)
+    validation = result.card["validation"]
+    sys.stdout.write(
+        f"model: {result.model_dir}\n"
+        f"best validation AUROC {validation['best_auroc']:.4f} at epoch {validation['best_epoch']} "
+        f"({validation['epochs_run']} epochs{', stopped early' if validation['early_stopped'] else ''}"
+        f"{'' if result.completed else ', paused: resume with --resume'})\n"
+    )
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -112,7 +178,7 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "status": _status}
+COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "train": _train, "status": _status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,3 +31,20 @@ def demo_npz() -> Path:
 @pytest.fixture
 def demo_npz_3d() -> Path:
     return REPO / "data" / "demo" / "adrenalmnist3d.npz"
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ingested work folder: 12 BreastMNIST images and 4 AdrenalMNIST3D volumes per split."""
+    from pipeline.config import IngestConfig
+    from pipeline.demo import DemoArchive, prepare_demo_source
+    from pipeline.ingest import ingest
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = REPO / "data" / "demo"
+    source = prepare_demo_source(
+        [DemoArchive(data / "breastmnist.npz", 12), DemoArchive(data / "adrenalmnist3d.npz", 4)],
+        root / "source", root / "labels.csv", seed=1,
+    )
+    ingest(IngestConfig(source=source.folder, workdir=root / "w", labels=source.labels, secret="tiny"))
+    return root / "w"

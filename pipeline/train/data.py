@@ -1,0 +1,71 @@
+"""Datasets over the preprocessing cache, and the train/validation split."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+from torch.utils.data import Dataset
+
+from pipeline.errors import UserInputError
+from pipeline.preprocess.augment import augment
+from monai.transforms import Compose
+
+
+class CachedScans(Dataset):
+    """Preprocessed arrays with integer class targets; augmentation seeded by (seed, epoch, item)."""
+
+    def __init__(self, workdir: Path, index: pd.DataFrame, classes: list[int], transform: Compose | None = None,
+                 seed: int = 0) -> None:
+        self.paths = [workdir / p for p in index["cache_path"]]
+        lookup = {c: i for i, c in enumerate(classes)}
+        self.targets = torch.tensor([lookup[int(v)] for v in index["label"]], dtype=torch.long)
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = np.load(self.paths[item])
+        if self.transform is not None:
+            image = augment(self.transform, image, seed=(self.seed * 1_000_003 + self.epoch) * 1_000_033 + item)
+        return torch.from_numpy(np.ascontiguousarray(image)), self.targets[item]
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    source: str  # "catalogue" or "patient-grouped random split"
+
+
+def split_train_val(index: pd.DataFrame, val_fraction: float, seed: int) -> Split:
+    """Use the catalogue's ``train``/``val`` splits; without them, a seeded patient-grouped split."""
+    if (index["split"] == "train").any() and (index["split"] == "val").any():
+        return Split(index[index["split"] == "train"], index[index["split"] == "val"], "catalogue")
+    pool = index[index["split"] != "test"] if (index["split"] == "test").any() else index
+    n_folds = max(2, round(1 / val_fraction))
+    if pool["patient_id"].nunique() < n_folds:
+        raise UserInputError(f"too few patients ({pool['patient_id'].nunique()}) for a validation split")
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    train_idx, val_idx = next(splitter.split(pool, pool["label"], groups=pool["patient_id"]))
+    return Split(pool.iloc[train_idx], pool.iloc[val_idx], "patient-grouped random split")
+
+
+def manifest_hash(frames: list[pd.DataFrame]) -> str:
+    """Hash of exactly which scans (by content) with which labels trained and validated a model."""
+    digest = hashlib.sha256()
+    for name, frame in zip(("train", "val"), frames):
+        for row in frame.sort_values("scan_id").itertuples(index=False):
+            digest.update(f"{name}|{row.scan_id}|{row.content_hash}|{row.label}\n".encode())
+    return digest.hexdigest()

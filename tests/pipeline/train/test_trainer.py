@@ -1,0 +1,114 @@
+"""The trainer: schedule, early stopping, head-only epochs, the BatchNorm guard, model card, and
+an exact resume in a new process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.errors import UserInputError
+from pipeline.preprocess import AugmentConfig, PreprocessConfig
+from pipeline.train import TrainConfig, train
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.trainer import WarmupCosine
+
+PRE_2D = PreprocessConfig(dims=2, input_size=(32, 32))
+
+
+def _copy(tiny_workdir: Path, tmp_path: Path, name: str = "w") -> Path:
+    target = tmp_path / name
+    shutil.copytree(tiny_workdir, target, ignore=shutil.ignore_patterns("models"))
+    return target
+
+
+def test_warmup_then_cosine() -> None:
+    schedule = WarmupCosine(warmup_steps=4, total_steps=20)
+    values = [schedule(s) for s in range(21)]
+    assert values[0] == 0.25 and values[3] == 1.0 and values[4] == 1.0
+    assert all(a >= b for a, b in zip(values[4:], values[5:])) and values[20] == 0.0
+
+
+def test_training_writes_weights_card_and_history(tiny_workdir: Path, tmp_path: Path) -> None:
+    workdir = _copy(tiny_workdir, tmp_path)
+    result = train(workdir, TrainConfig(epochs=2, batch_size=8, deterministic=True, grad_accumulation=2), PRE_2D)
+    card = json.loads((result.model_dir / "model_card.json").read_text())
+    assert (result.model_dir / "weights.pt").exists() and len(result.history) == 2
+    assert card["dims"] == 2 and card["class_names"] == ["0", "1"] and card["training_data"]["n_train"] == 12
+    assert card["weights_source"]["kind"] == "random-init" and "random" in card["weights_source"]["description"]
+    assert card["training_data"]["split"] == "catalogue" and len(card["training_data"]["manifest_hash"]) == 64
+    assert card["preprocessing"]["config"]["input_size"] == [32, 32] and card["git_sha"]
+    assert {"torch", "monai"} <= set(card["library_versions"])
+    assert 0.0 <= card["validation"]["best_auroc"] <= 1.0
+    checkpoint = load_checkpoint(result.model_dir / "checkpoint.pt")
+    assert checkpoint["loop"]["step"] == 2 * 1  # 12 images, batch 8 -> 2 batches, 2 per optimiser step
+    state = torch.load(result.model_dir / "weights.pt", weights_only=True)
+    assert state["fc.weight"].shape == (2, 2048)
+
+
+def test_resume_in_a_new_process_gives_identical_weights(tiny_workdir: Path, tmp_path: Path) -> None:
+    straight, split = _copy(tiny_workdir, tmp_path, "straight"), _copy(tiny_workdir, tmp_path, "split")
+    config = TrainConfig(epochs=4, batch_size=4, deterministic=True, patience=10, head_only_epochs=1)
+    full = train(straight, config, PRE_2D)
+    paused = train(split, config, PRE_2D, stop_after=2)
+    assert not paused.completed and len(paused.history) == 2
+    command = [sys.executable, "-m", "pipeline", "train", "--workdir", str(split), "--dims", "2d", "--epochs", "4",
+               "--batch-size", "4", "--input-size", "32", "--deterministic", "--patience", "10",
+               "--head-only-epochs", "1", "--resume"]
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert paused.model_dir.name == full.model_dir.name
+    a = load_checkpoint(full.model_dir / "checkpoint.pt")
+    b = load_checkpoint(split / "models" / full.model_dir.name / "checkpoint.pt")
+    assert a["loop"]["epoch"] == b["loop"]["epoch"] == 4
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    exact = ("train_loss", "val_loss", "val_auroc", "lr")  # images_per_s is a timing
+    assert [[h[k] for k in exact] for h in a["loop"]["history"]] == [[h[k] for k in exact] for h in b["loop"]["history"]]
+
+
+def test_head_only_epochs_leave_the_backbone_untouched(tiny_workdir: Path, tmp_path: Path) -> None:
+    workdir = _copy(tiny_workdir, tmp_path)
+    torch.manual_seed(0)
+    result = train(workdir, TrainConfig(epochs=1, batch_size=8, head_only_epochs=1, deterministic=True),
+                   PRE_2D, AugmentConfig(enabled=False))
+    from pipeline.models import build_resnet50
+
+    torch.manual_seed(0)
+    initial = build_resnet50(2).state_dict()
+    trained = load_checkpoint(result.model_dir / "checkpoint.pt")["model"]
+    assert torch.equal(trained["layer2.0.conv1.weight"], initial["layer2.0.conv1.weight"])
+    assert not torch.equal(trained["fc.weight"], initial["fc.weight"])
+
+
+def test_early_stopping_on_a_flat_validation_auroc(tiny_workdir: Path, tmp_path: Path) -> None:
+    workdir = _copy(tiny_workdir, tmp_path)
+    result = train(workdir, TrainConfig(epochs=6, batch_size=8, lr=1e-12, patience=1, deterministic=True),
+                   PRE_2D, AugmentConfig(enabled=False))
+    assert len(result.history) == 2 and result.card["validation"]["early_stopped"]
+
+
+def test_batchnorm_guard_rejects_batch_size_one_at_32_cubed(tiny_workdir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="at least 2"):
+        train(_copy(tiny_workdir, tmp_path), TrainConfig(epochs=1, batch_size=1), PreprocessConfig(dims=3, input_size=(32, 32, 32)))
+
+
+def test_3d_model_trains_on_3d_scans(tiny_workdir: Path, tmp_path: Path) -> None:
+    result = train(_copy(tiny_workdir, tmp_path), TrainConfig(epochs=1, batch_size=2),
+                   PreprocessConfig(dims=3, input_size=(32, 32, 32)))
+    card = result.card
+    assert card["dims"] == 3 and card["inflation"]["mode"] == "average" and card["training_data"]["n_train"] == 4
+
+
+def test_without_splits_validation_is_patient_grouped(tiny_workdir: Path, tmp_path: Path) -> None:
+    workdir = _copy(tiny_workdir, tmp_path)
+    catalog = pd.read_parquet(workdir / "catalog.parquet")
+    catalog["split"] = None
+    catalog.to_parquet(workdir / "catalog.parquet")
+    result = train(workdir, TrainConfig(epochs=1, batch_size=8, val_fraction=0.25), PRE_2D)
+    assert result.card["training_data"]["split"] == "patient-grouped random split"
