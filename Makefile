@@ -21,7 +21,8 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo
+	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "2d"}'
+	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "3d"}'
 	$(BIN)/scanlens status --workdir demo_work/workdir
 	@echo "Dagster runs and materialisations: $(DAGSTER_HOME) (open them with: make ui)"
 

@@ -6,6 +6,7 @@ Exit codes: 0 success; 2 user error (one line on stderr, no traceback); 1 intern
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import traceback
@@ -140,6 +141,11 @@ def _status(args: argparse.Namespace) -> int:
     if quarantine is not None:
         out += [f"    {reason}: {n}" for reason, n in quarantine["reason"].value_counts().sort_index().items()]
     out.append(f"  manifest:   {wd.manifest}")
+    for card_path in sorted((wd.root / "models").glob("*/model_card.json")):
+        card = json.loads(card_path.read_text())
+        auroc = card["validation"]["best_auroc"]
+        out.append(f"  model:      {card_path.parent} ({card['dims']}D, {card['validation']['epochs_run']} epochs, "
+                   f"best validation AUROC {'n/a' if auroc is None else f'{auroc:.3f}'})")
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 

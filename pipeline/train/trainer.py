@@ -32,6 +32,7 @@ from pipeline.storage import atomic_write_bytes
 from pipeline.train.card import git_sha, library_versions
 from pipeline.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from pipeline.train.config import TrainConfig
+from pipeline.train.curves import plot_learning_curves
 from pipeline.train.data import CachedScans, manifest_hash, split_train_val
 from pipeline.train.device import DeviceSettings, resolve_device
 
@@ -216,6 +217,8 @@ def train(
     card = _card(model_id, model, cfg, pre, aug, prepared.config_hash, classes, split, data_hash, state, dev, completed)
     atomic_write_bytes(model_dir / "model_card.json", json.dumps(card, indent=2).encode())
     atomic_write_bytes(model_dir / "history.json", json.dumps(state["history"], indent=2).encode())
+    if state["history"]:
+        plot_learning_curves(state["history"], model_dir / "learning_curves.png")
     return TrainResult(model_dir, card, state["history"], completed)
 
 
