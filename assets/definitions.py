@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets.ingest import demo_studies, scan_catalog
 from assets.resources import ScanLensProject, secret_resource
-from assets.training import MODEL_KINDS, preprocessed_scans, trained_model
+from assets.training import preprocessed_scans, trained_model
 
 all_assets = [demo_studies, scan_catalog, preprocessed_scans, trained_model]
 
@@ -14,7 +14,6 @@ scanlens_demo = dg.define_asset_job(
     "scanlens_demo",
     selection=dg.AssetSelection.all(),
     description="Every ScanLens asset on the bundled demo data (what `make demo` runs, once per model kind).",
-    partitions_def=MODEL_KINDS,
     executor_def=dg.in_process_executor,  # one process: the steps are sequential anyway, and start-up is paid once
 )
 

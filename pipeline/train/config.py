@@ -56,9 +56,9 @@ class TrainConfig:
             raise UserInputError("device must be auto, cpu or cuda")
 
     def identity(self) -> dict[str, Any]:
-        """Settings that change the trained weights (not where or how fast they are computed)."""
+        """Settings that change the trained weights (the device does not; worker count splits the augmentation streams)."""
         settings = asdict(self)
-        for key in ("device", "num_workers"):
+        for key in ("device",):
             settings.pop(key)
         return settings
 

@@ -13,12 +13,12 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Dataset
 
 from pipeline.errors import UserInputError
-from pipeline.preprocess.augment import augment
+from pipeline.preprocess.augment import augment, stream_seed
 from monai.transforms import Compose
 
 
 class CachedScans(Dataset):
-    """Preprocessed arrays with integer class targets; augmentation seeded by (seed, epoch, item)."""
+    """Preprocessed arrays with integer class targets; augmentation seeded per (seed, epoch, worker)."""
 
     def __init__(self, workdir: Path, index: pd.DataFrame, classes: list[int], transform: Compose | None = None,
                  seed: int = 0) -> None:
@@ -31,15 +31,27 @@ class CachedScans(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.reseed(worker=0)
+
+    def reseed(self, worker: int) -> None:
+        if self.transform is not None:
+            self.transform.set_random_state(seed=stream_seed(self.seed, self.epoch, worker))
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = np.load(self.paths[item])
-        if self.transform is not None:
-            image = augment(self.transform, image, seed=(self.seed * 1_000_003 + self.epoch) * 1_000_033 + item)
+        image = augment(self.transform, image)
         return torch.from_numpy(np.ascontiguousarray(image)), self.targets[item]
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: each worker draws its own augmentation stream for the epoch."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None and isinstance(info.dataset, CachedScans):
+        torch.set_num_threads(1)
+        info.dataset.reseed(worker=worker_id + 1)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from pipeline.train.card import git_sha, library_versions
 from pipeline.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from pipeline.train.config import TrainConfig
 from pipeline.train.curves import plot_learning_curves
-from pipeline.train.data import CachedScans, manifest_hash, split_train_val
+from pipeline.train.data import CachedScans, manifest_hash, seed_worker, split_train_val
 from pipeline.train.device import DeviceSettings, resolve_device
 
 module_log = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ def train(
     val_set = CachedScans(workdir, split.val, classes)
     generator = torch.Generator()
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=RandomSampler(train_set, generator=generator),
-                        num_workers=cfg.num_workers, pin_memory=dev.pin_memory, drop_last=needed > 1)
+                        num_workers=cfg.num_workers, pin_memory=dev.pin_memory, drop_last=needed > 1,
+                        worker_init_fn=seed_worker)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=dev.pin_memory)
     if len(loader) == 0:
         raise UserInputError(f"{len(train_set)} training scans are fewer than one batch of {cfg.batch_size}")

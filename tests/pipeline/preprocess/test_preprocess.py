@@ -13,7 +13,7 @@ import torch
 
 from pipeline.errors import UserInputError
 from pipeline.preprocess import AugmentConfig, PreprocessConfig, build_augmentation, preprocess_catalog
-from pipeline.preprocess.augment import augment
+from pipeline.preprocess.augment import augment, stream_seed
 from pipeline.preprocess.transforms import KEY, To2DViewd, deterministic_transforms
 
 
@@ -94,8 +94,12 @@ def _duplicates(catalog: pd.DataFrame) -> int:
 def test_augmentation_is_seeded_and_off_when_disabled() -> None:
     image = np.random.default_rng(0).random((1, 16, 16)).astype(np.float32)
     transform = build_augmentation(AugmentConfig(flip_prob=1.0, affine_prob=1.0), dims=2)
-    a, b = augment(transform, image, seed=5), augment(transform, image, seed=5)
-    assert np.array_equal(a, b) and not np.array_equal(a, augment(transform, image, seed=6))
+    draws = []
+    for seed in (stream_seed(0, 5), stream_seed(0, 5), stream_seed(0, 6)):
+        transform.set_random_state(seed=seed)
+        draws.append(augment(transform, image))
+    assert np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], draws[2])
+    assert not np.array_equal(draws[0], image)
     assert build_augmentation(AugmentConfig(enabled=False), dims=2) is None
 
 
