@@ -34,6 +34,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf demo_work $(DAGSTER_HOME)

@@ -15,7 +15,8 @@ class TrainConfig:
     """Optimisation settings. Learning rates are per optimiser step; epochs count passes over ``train``.
 
     Attributes:
-        lr: head learning rate; the backbone gets ``lr * backbone_lr_factor`` (discriminative rates).
+        lr: head learning rate; the backbone gets ``lr * backbone_lr_factor`` (discriminative rates)
+            when it starts from ImageNet weights, and ``lr`` when it starts from random initialisation.
         warmup_epochs: linear warm-up length, then cosine decay to zero by the last epoch.
         head_only_epochs: epochs that train only the new head before the backbone is unfrozen.
         patience: epochs without a better validation AUROC before early stopping.

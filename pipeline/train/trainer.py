@@ -115,6 +115,10 @@ def train(
     classes = sorted(int(c) for c in split.train["label"].unique())
     if len(classes) < 2:
         raise UserInputError("the training split holds a single class: nothing to learn")
+    unseen = ~split.val["label"].astype(int).isin(classes)
+    if unseen.any():
+        log.warning("%d validation scans have a class absent from training; they are left out", int(unseen.sum()))
+        split = type(split)(split.train, split.val[~unseen], split.source)
     data_hash = manifest_hash([split.train, split.val])
     model_id = f"resnet50-{pre.dims}d-" + _short_hash(data_hash, prepared.config_hash, cfg.identity_hash(), asdict(aug))
     model_dir = workdir / "models" / model_id
@@ -143,7 +147,9 @@ def train(
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(dev.device) if weights is not None else None)
     head = [p for n, p in model.named_parameters() if n.startswith("fc.")]
     backbone = [p for n, p in model.named_parameters() if not n.startswith("fc.")]
-    optimizer = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_factor}, {"params": head, "lr": cfg.lr}],
+    pretrained = model.weights_source.kind != "random-init"  # type: ignore[attr-defined]
+    backbone_factor = cfg.backbone_lr_factor if pretrained else 1.0  # nothing to preserve in random weights
+    optimizer = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr * backbone_factor}, {"params": head, "lr": cfg.lr}],
                                   weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accumulation)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -160,13 +166,15 @@ def train(
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
         restore_rng(saved["rng"])
+        generator.set_state(saved["sampler"]["generator"])  # re-seeded per epoch; kept for completeness
         state = saved["loop"]
         log.info("resuming %s after epoch %d", model_id, state["epoch"])
     elif resume:
         log.warning("no checkpoint for %s: starting from scratch", model_id)
 
-    log.info("training %s on %s: %d train / %d val scans (%s), classes %s, weights: %s", model_id, dev.description,
-             len(train_set), len(val_set), split.source, classes, model.weights_source.description)  # type: ignore[attr-defined]
+    log.info("training %s on %s: %d train / %d val scans (%s), classes %s, weights: %s, backbone lr x%g", model_id,
+             dev.description, len(train_set), len(val_set), split.source, classes,
+             model.weights_source.description, backbone_factor)  # type: ignore[attr-defined]
     epochs_this_run = 0
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"]
@@ -179,7 +187,8 @@ def train(
         generator.manual_seed(cfg.seed * 7919 + epoch)
         model.train()
         started, seen, total_loss = time.perf_counter(), 0, 0.0
-        batches = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=not progress)
+        batches = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                       disable=None if progress else True)  # None: only on an interactive terminal
         for index, (images, labels) in enumerate(batches):
             images = images.to(dev.device, non_blocking=dev.non_blocking, memory_format=dev.memory_format(pre.dims))
             labels = labels.to(dev.device, non_blocking=dev.non_blocking)
@@ -210,12 +219,14 @@ def train(
         save_checkpoint(checkpoint_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": rng_state(), "loop": state,
+            "sampler": {"generator": generator.get_state(), "seed": cfg.seed, "epoch": epoch},
         })
         log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val AUROC %.4f, %.1f images/s%s", epoch + 1, cfg.epochs,
                  record["train_loss"], val_loss, val_auroc, record["images_per_s"], " (head only)" if frozen else "")
 
     completed = state["epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
     card = _card(model_id, model, cfg, pre, aug, prepared.config_hash, classes, split, data_hash, state, dev, completed)
+    card["hyperparameters"]["backbone_lr_factor_applied"] = backbone_factor
     atomic_write_bytes(model_dir / "model_card.json", json.dumps(card, indent=2).encode())
     atomic_write_bytes(model_dir / "history.json", json.dumps(state["history"], indent=2).encode())
     if state["history"]:
@@ -257,7 +268,8 @@ def _card(model_id: str, model: nn.Module, cfg: TrainConfig, pre: PreprocessConf
                           "n_train_patients": int(split.train["patient_id"].nunique()), "split": split.source},
         "hyperparameters": asdict(cfg),
         "validation": {"best_auroc": None if best == -math.inf else best, "best_epoch": state["best_epoch"],
-                       "epochs_run": state["epoch"], "early_stopped": state["bad_epochs"] >= cfg.patience},
+                       "epochs_run": state["epoch"],
+                       "early_stopped": state["bad_epochs"] >= cfg.patience and state["epoch"] < cfg.epochs},
         "training_complete": completed,
         "device": dev.description,
         "seed": cfg.seed,
