@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,8 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 HASH_CHUNK = 1 << 20
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -69,10 +67,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def atomic_write(path: Path, writer: Callable[[Path], None], durable: bool = True) -> None:
     """Call ``writer(tmp_path)`` on a temp file beside ``path``, then rename it over ``path``.
 
@@ -81,12 +75,9 @@ def atomic_write(path: Path, writer: Callable[[Path], None], durable: bool = Tru
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".tmp" + "".join(path.suffixes[-2:])  # keep ".nii.gz" so writers pick the format by name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{suffix}")  # the writer creates it (usual umask)
     try:
         writer(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         if durable:
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
