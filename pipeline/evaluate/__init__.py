@@ -1,0 +1,1 @@
+"""Evaluation statistics: point metrics, patient-level bootstrap CIs, DeLong CIs, operating points."""
