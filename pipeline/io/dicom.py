@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
+from pydicom.values import convert_value
 
 from pipeline.deid import Pseudonymizer, allowed_metadata
 from pipeline.errors import QuarantineError, QuarantineReason
@@ -103,6 +106,19 @@ class DicomInstance:
         return str(self.metadata.get("Modality") or "OT")
 
 
+def _attr(ds: Dataset, keyword: str, default: Any = None) -> Any:
+    """``ds.get(keyword, default)`` for non-sequence attributes, converting the raw element with
+    pydicom's own value converter but without building a DataElement (a fifth of the header pass)."""
+    element = ds.get_item(keyword)
+    if element is None:
+        return default
+    if isinstance(element, RawDataElement):
+        value = convert_value(element.VR or dictionary_VR(element.tag), element, None)
+    else:
+        value = element.value
+    return default if value is None else value
+
+
 def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     try:
         out = tuple(float(v) for v in value)
@@ -137,10 +153,10 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
 
 
 def _frame_geometries(ds: Dataset, n_frames: int) -> list[FrameGeometry]:
-    base_position = _floats(ds.get("ImagePositionPatient"), 3)
-    base_orientation = _floats(ds.get("ImageOrientationPatient"), 6)
+    base_position = _floats(_attr(ds, "ImagePositionPatient"), 3)
+    base_orientation = _floats(_attr(ds, "ImageOrientationPatient"), 6)
     base_spacing = _pixel_spacing(ds)
-    base_rescale = (float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0))
+    base_rescale = (float(_attr(ds, "RescaleSlope", 1) or 1), float(_attr(ds, "RescaleIntercept", 0) or 0))
     base = FrameGeometry(base_position, base_orientation, base_spacing, base_rescale)
     if "PerFrameFunctionalGroupsSequence" not in ds and "SharedFunctionalGroupsSequence" not in ds:
         return [base] * n_frames
@@ -164,8 +180,8 @@ def _frame_geometries(ds: Dataset, n_frames: int) -> list[FrameGeometry]:
 
 
 def _expected_native_bytes(ds: Dataset, n_frames: int) -> int:
-    bits = int(ds.get("BitsAllocated", 8) or 8)
-    n_pixels = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * n_frames
+    bits = int(_attr(ds, "BitsAllocated", 8) or 8)
+    n_pixels = int(ds.Rows) * int(ds.Columns) * int(_attr(ds, "SamplesPerPixel", 1) or 1) * n_frames
     return (n_pixels * bits + 7) // 8
 
 
@@ -184,7 +200,7 @@ def parse_dicom(
         except Exception as exc:  # pydicom raises many types on malformed input
             raise QuarantineError(QuarantineReason.NOT_DICOM, f"cannot be parsed as DICOM ({type(exc).__name__})")
     meta = getattr(ds, "file_meta", None)
-    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    sop_class = str(_attr(ds, "SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise QuarantineError(
             QuarantineReason.DICOMDIR_INDEX,
@@ -193,13 +209,13 @@ def parse_dicom(
     if meta is None or "TransferSyntaxUID" not in meta:
         raise QuarantineError(QuarantineReason.NO_FILE_META, "no file meta information, so the transfer syntax is unknown")
     if not any(tag in ds for tag in PIXEL_TAGS):
-        modality = str(ds.get("Modality", "") or "")
+        modality = str(_attr(ds, "Modality", "") or "")
         if modality in NON_IMAGE_MODALITIES or (sop_class and "Image" not in pydicom.uid.UID(sop_class).name):
             raise QuarantineError(
                 QuarantineReason.NON_IMAGE_OBJECT, f"{modality or 'non-image'} object without pixel data; not a scan"
             )
         raise QuarantineError(QuarantineReason.NO_PIXEL_DATA, "image object without Pixel Data")
-    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES" and not allow_burned_in:
+    if str(_attr(ds, "BurnedInAnnotation", "")).upper() == "YES" and not allow_burned_in:
         raise QuarantineError(
             QuarantineReason.BURNED_IN_ANNOTATION,
             "BurnedInAnnotation is YES: pixels may show identifying text (allow with allow_burned_in)",
@@ -208,7 +224,7 @@ def parse_dicom(
         rows, cols = int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError):
         raise QuarantineError(QuarantineReason.NO_PIXEL_DATA, "Rows/Columns missing, so the pixels cannot be laid out")
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = int(_attr(ds, "NumberOfFrames", 1) or 1)
     syntax = str(meta.TransferSyntaxUID)
     pixel_span = None
     if "PixelData" in ds:
@@ -222,31 +238,31 @@ def parse_dicom(
             raise QuarantineError(
                 QuarantineReason.TRUNCATED, f"pixel data has {actual} bytes, {expected} expected for the declared image size"
             )
-    patient = str(ds.get("PatientID", "") or "").strip()
-    study_uid = str(ds.get("StudyInstanceUID", "") or "")
-    series_uid = str(ds.get("SeriesInstanceUID", "") or "")
-    sop_instance = str(ds.get("SOPInstanceUID", "") or "")
+    patient = str(_attr(ds, "PatientID", "") or "").strip()
+    study_uid = str(_attr(ds, "StudyInstanceUID", "") or "")
+    series_uid = str(_attr(ds, "SeriesInstanceUID", "") or "")
+    sop_instance = str(_attr(ds, "SOPInstanceUID", "") or "")
     instance = DicomInstance(
         relpath=relpath,
         instance_key=pseudonymizer.scan(f"instance|{sop_instance or relpath}"),
-        lossy=str(ds.get("LossyImageCompression", "00")) == "01" or syntax not in LOSSLESS_SYNTAXES,
+        lossy=str(_attr(ds, "LossyImageCompression", "00")) == "01" or syntax not in LOSSLESS_SYNTAXES,
         patient_id=pseudonymizer.patient(patient) if patient else None,
         study_id=pseudonymizer.study(study_uid or f"no-study:{relpath}"),
         series_id=pseudonymizer.series(series_uid or f"no-series:{relpath}"),
         rows=rows,
         cols=cols,
-        samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
-        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2"),
-        bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16),
-        signed=int(ds.get("PixelRepresentation", 0) or 0) == 1,
+        samples_per_pixel=int(_attr(ds, "SamplesPerPixel", 1) or 1),
+        photometric=str(_attr(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2"),
+        bits_stored=int(_attr(ds, "BitsStored", _attr(ds, "BitsAllocated", 16)) or 16),
+        signed=int(_attr(ds, "PixelRepresentation", 0) or 0) == 1,
         n_frames=n_frames,
         frames=_frame_geometries(ds, n_frames),
-        slice_thickness=_positive(ds.get("SliceThickness")),
-        spacing_between_slices=_positive(ds.get("SpacingBetweenSlices")),
+        slice_thickness=_positive(_attr(ds, "SliceThickness")),
+        spacing_between_slices=_positive(_attr(ds, "SpacingBetweenSlices")),
         metadata=allowed_metadata(ds, keep_demographics),
         transfer_syntax=syntax,
-        bits_allocated=int(ds.get("BitsAllocated", 16) or 16),
-        planar_configuration=int(ds.get("PlanarConfiguration", 0) or 0),
+        bits_allocated=int(_attr(ds, "BitsAllocated", 16) or 16),
+        planar_configuration=int(_attr(ds, "PlanarConfiguration", 0) or 0),
         pixel_span=pixel_span,
     )
     if not series_uid:
