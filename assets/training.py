@@ -7,7 +7,6 @@ BreastMNIST ultrasound images and a 3D model on the AdrenalMNIST3D volumes.
 # No `from __future__ import annotations` here: Dagster reads Config/resource types from the annotations.
 
 import base64
-from pathlib import Path
 from typing import Optional
 
 import dagster as dg

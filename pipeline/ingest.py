@@ -26,7 +26,7 @@ from pipeline.deid import Pseudonymizer, load_secret
 from pipeline.errors import UserInputError
 from pipeline.labels import read_labels
 from pipeline.parallel import parallel_map
-from pipeline.storage import Workdir, atomic_write_bytes, read_parquet, sha256_file, write_parquet_if_changed
+from pipeline.storage import Workdir, atomic_write_bytes, read_parquet, write_parquet_if_changed
 
 log = logging.getLogger(__name__)
 

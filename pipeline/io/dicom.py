@@ -33,17 +33,6 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "US", "XA", "RF", "IO", "PX", "OT", "SC", "ES", "XC", "NM", "OP"})
 NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "KO", "PR", "REG", "FID", "DOC"})
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-#: Every attribute ingest reads. Parsing only these (plus the file meta) keeps the header pass cheap.
-HEADER_KEYWORDS = (
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientSex", "PatientAge",
-    "Modality", "Manufacturer", "ManufacturerModelName", "BodyPartExamined", "KVP", "MagneticFieldStrength",
-    "PhotometricInterpretation", "BitsStored", "BitsAllocated", "PixelRepresentation", "SamplesPerPixel", "Rows",
-    "Columns", "NumberOfFrames", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
-    "ImagerPixelSpacing", "SequenceOfUltrasoundRegions", "RescaleSlope", "RescaleIntercept", "SliceThickness",
-    "SpacingBetweenSlices", "BurnedInAnnotation", "LossyImageCompression", "PerFrameFunctionalGroupsSequence",
-    "SharedFunctionalGroupsSequence", "DirectoryRecordSequence", "PlanarConfiguration", "PixelData", "FloatPixelData",
-    "DoubleFloatPixelData",
-)
 DEFLATED = "1.2.840.10008.1.2.1.99"
 LOSSLESS_SYNTAXES = frozenset({
     "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
@@ -210,7 +199,7 @@ def parse_dicom(
         raise QuarantineError(QuarantineReason.NO_FILE_META, "no file meta information, so the transfer syntax is unknown")
     if not any(tag in ds for tag in PIXEL_TAGS):
         modality = str(_attr(ds, "Modality", "") or "")
-        if modality in NON_IMAGE_MODALITIES or (sop_class and "Image" not in pydicom.uid.UID(sop_class).name):
+        if modality in NON_IMAGE_MODALITIES or (sop_class and "Image" not in UID(sop_class).name):
             raise QuarantineError(
                 QuarantineReason.NON_IMAGE_OBJECT, f"{modality or 'non-image'} object without pixel data; not a scan"
             )

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from monai.transforms import Compose
 from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Dataset
 
 from pipeline.errors import UserInputError
 from pipeline.preprocess.augment import augment, stream_seed
-from monai.transforms import Compose
 
 
 class CachedScans(Dataset):

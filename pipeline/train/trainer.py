@@ -9,6 +9,7 @@ settings, so the same command finds its checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -235,16 +236,10 @@ def train(
 
 
 def _save_weights(path: Path, model: nn.Module) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
 
 
 def _short_hash(*parts: Any) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
