@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
+# Folds of the cross-validation (fold_models has one partition per fold).
+export SCANLENS_CV_FOLDS ?= 5
+FOLD_RANGE := {"dagster/asset_partition_range_start": "fold_0", "dagster/asset_partition_range_end": "fold_$(shell expr $(SCANLENS_CV_FOLDS) - 1)"}
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo ui test bench clean
@@ -23,6 +26,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "2d"}'
 	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "3d"}'
+	$(BIN)/dagster job execute -m assets.definitions -j train_and_evaluate --tags '$(FOLD_RANGE)'
 	$(BIN)/scanlens status --workdir demo_work/workdir
 	@echo "Dagster runs and materialisations: $(DAGSTER_HOME) (open them with: make ui)"
 

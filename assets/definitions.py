@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.evaluation import FOLDS, cv_evaluation, cv_folds, fold_models
 from assets.ingest import demo_studies, scan_catalog
 from assets.resources import ScanLensProject, secret_resource
 from assets.training import preprocessed_scans, trained_model
 
-all_assets = [demo_studies, scan_catalog, preprocessed_scans, trained_model]
+all_assets = [demo_studies, scan_catalog, preprocessed_scans, trained_model, cv_folds, fold_models, cv_evaluation]
 
 scanlens_demo = dg.define_asset_job(
     "scanlens_demo",
-    selection=dg.AssetSelection.all(),
-    description="Every ScanLens asset on the bundled demo data (what `make demo` runs, once per model kind).",
+    selection=dg.AssetSelection.groups("ingest", "preprocess", "training"),
+    description="Ingest the bundled demo data and train one model kind (run once per partition: 2d, 3d).",
     executor_def=dg.in_process_executor,  # one process: the steps are sequential anyway, and start-up is paid once
+)
+
+train_and_evaluate = dg.define_asset_job(
+    "train_and_evaluate",
+    selection=dg.AssetSelection.assets(demo_studies, scan_catalog, cv_folds, fold_models, cv_evaluation),
+    description="Catalogue -> patient-grouped folds -> one model per fold -> pooled evaluation. Launch it over "
+    f"the partition range {FOLDS.get_partition_keys()[0]}...{FOLDS.get_partition_keys()[-1]} to train every fold in one run.",
+    executor_def=dg.in_process_executor,
 )
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=[scanlens_demo],
+    jobs=[scanlens_demo, train_and_evaluate],
     resources={"project": ScanLensProject(), "secret": secret_resource()},
 )

@@ -66,6 +66,21 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--stop-after", type=int, default=None, metavar="N",
                     help="stop after N epochs of this invocation (continue later with --resume)")
 
+    ev = commands.add_parser(
+        "evaluate", help="patient-grouped K-fold cross-validation with a held-out test set and review-board statistics",
+        description="Hold out a patient-grouped test set (the catalogue's `test` split, else --test-fraction), "
+        "split the rest with StratifiedGroupKFold by patient, train one model per fold (resumable), and write "
+        "W/evaluation/: folds.parquet, oof_predictions.parquet, test_predictions.parquet, metrics.json and plots.",
+    )
+    add_training_flags(ev)
+    ev.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (default 5)")
+    ev.add_argument("--test-fraction", type=float, default=0.2, help="test share of patients without a catalogue test split")
+    ev.add_argument("--resamples", type=int, default=2000, help="patient-level bootstrap resamples per CI (default 2000)")
+    ev.add_argument("--target-sensitivity", type=float, default=None,
+                    help="operating point: the highest threshold reaching this OOF sensitivity (default: Youden's J)")
+    ev.add_argument("--subgroups", default="", help="comma-separated catalogue columns for subgroup tables "
+                    "(e.g. manufacturer,patient_sex,age_band)")
+
     st = commands.add_parser("status", help="summarise a work folder: scans, labels, quarantine, output paths")
     st.add_argument("--workdir", type=Path, required=True, help="work folder W")
     return parser
@@ -123,6 +138,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from pipeline.evaluate import CVSettings, EvaluationSettings, cross_validate
+
+    cfg, pre, aug = training_configs(args)
+    cv = CVSettings(n_folds=args.folds, test_fraction=args.test_fraction, seed=args.seed, dims=pre.dims)
+    settings = EvaluationSettings(n_resamples=args.resamples, seed=args.seed, target_sensitivity=args.target_sensitivity,
+                                  subgroups=tuple(c.strip() for c in args.subgroups.split(",") if c.strip()))
+    if settings.n_resamples < 1:
+        raise UserInputError("--resamples must be at least 1")
+    result = cross_validate(args.workdir.resolve(), cv, cfg, pre, aug, settings, progress=True)
+    m = result.metrics
+    lines = [f"evaluation: {result.folder}", f"operating point: {m['operating_point']['rule']}"
+             + (f", threshold {m['operating_point']['threshold']:.4f}" if m["operating_point"]["threshold"] is not None else "")]
+    for name in ("oof", "test"):
+        block = m[name]
+        if block is None:
+            lines.append(f"{name}: no held-out test set")
+            continue
+        ci = block["auroc_ci"]
+        lines.append(f"{name} AUROC {block['auroc']:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else " (no CI)")
+                     + f", {block['n_scans']} scans of {block['n_patients']} patients")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from pipeline.storage import Workdir, read_parquet
 
@@ -146,6 +186,16 @@ def _status(args: argparse.Namespace) -> int:
         auroc = card["validation"]["best_auroc"]
         out.append(f"  model:      {card_path.parent} ({card['dims']}D, {card['validation']['epochs_run']} epochs, "
                    f"best validation AUROC {'n/a' if auroc is None else f'{auroc:.3f}'})")
+    metrics_path = wd.root / "evaluation" / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        parts = []
+        for name in ("oof", "test"):
+            block = metrics.get(name)
+            if block and block.get("auroc") is not None:
+                ci = block.get("auroc_ci")
+                parts.append(f"{name} AUROC {block['auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+        out.append(f"  evaluation: {metrics_path} ({metrics['settings']['n_folds']}-fold; {'; '.join(parts)})")
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 
@@ -184,7 +234,8 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "train": _train, "status": _status}
+COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
+            "status": _status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,13 +99,17 @@ def parquet_bytes(frame: pd.DataFrame, schema: pa.Schema | None = None) -> bytes
     return sink.getvalue()
 
 
-def write_parquet_if_changed(path: Path, frame: pd.DataFrame, schema: pa.Schema | None = None) -> bool:
-    """Atomically write ``frame`` unless ``path`` already holds exactly these bytes. Returns True if written."""
-    data = parquet_bytes(frame, schema)
+def write_bytes_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically write ``data`` unless ``path`` already holds exactly these bytes. Returns True if written."""
     if path.exists() and path.read_bytes() == data:
         return False
     atomic_write_bytes(path, data)
     return True
+
+
+def write_parquet_if_changed(path: Path, frame: pd.DataFrame, schema: pa.Schema | None = None) -> bool:
+    """Atomically write ``frame`` unless ``path`` already holds exactly these bytes. Returns True if written."""
+    return write_bytes_if_changed(path, parquet_bytes(frame, schema))
 
 
 def read_parquet(path: Path) -> pd.DataFrame | None:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PreprocessResult:
-    index_path: Path
+    index_path: Path | None  # None for a subset of the catalogue (only the full index is written)
     index: pd.DataFrame
     n_computed: int
     n_cached: int
@@ -64,8 +64,13 @@ def select_scans(catalog: pd.DataFrame, config: PreprocessConfig) -> pd.DataFram
 def preprocess_catalog(
     workdir: Path, config: PreprocessConfig, scans: pd.DataFrame | None = None, workers: int | None = None
 ) -> PreprocessResult:
-    """Preprocess ``scans`` (default: :func:`select_scans` of the catalogue) into the cache."""
+    """Preprocess ``scans`` (default: :func:`select_scans` of the catalogue) into the cache.
+
+    The index table ``W/preprocessed/<config hash>.parquet`` is written for the whole catalogue only;
+    a subset (a cross-validation fold) is returned in memory.
+    """
     wd = Workdir(workdir)
+    whole_catalogue = scans is None
     if scans is None:
         if not wd.catalog.exists():
             raise UserInputError(f"no catalogue in {workdir}: run ingest first")
@@ -91,8 +96,10 @@ def preprocess_catalog(
         "cache_path": [f"cache/preprocess/{k}.npy" for k in keys],
     }).sort_values("scan_id").reset_index(drop=True)
     config_hash = config.config_hash()
-    index_path = wd.root / "preprocessed" / f"{config_hash[:16]}.parquet"
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet_if_changed(index_path, index)
+    index_path = None
+    if whole_catalogue:
+        index_path = wd.root / "preprocessed" / f"{config_hash[:16]}.parquet"
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet_if_changed(index_path, index)
     log.info("preprocess: %d scans, %d computed, %d from cache", len(index), len(unique), len(index) - len(unique))
     return PreprocessResult(index_path, index, len(unique), len(index) - len(unique), config_hash)

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipeline.storage import atomic_write_bytes  # noqa: E402
+from pipeline.storage import write_bytes_if_changed  # noqa: E402
 
 
 def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
@@ -29,6 +29,6 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
     loss_axis.legend(lines, [line.get_label() for line in lines], loc="lower left", fontsize="small")
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_if_changed(path, buffer.getvalue())

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
@@ -27,9 +28,9 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from pipeline.errors import UserInputError
-from pipeline.models import build_resnet50, inflate, min_batch_size
+from pipeline.models import build_classifier, min_batch_size
 from pipeline.preprocess import AugmentConfig, PreprocessConfig, build_augmentation, preprocess_catalog
-from pipeline.storage import atomic_write_bytes
+from pipeline.storage import write_bytes_if_changed
 from pipeline.train.card import git_sha, library_versions
 from pipeline.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from pipeline.train.config import TrainConfig
@@ -67,15 +68,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _build_model(num_classes: int, pre: PreprocessConfig, cfg: TrainConfig) -> nn.Module:
-    model = build_resnet50(num_classes, in_channels=pre.in_channels, weights=cfg.weights)
-    source = model.weights_source  # type: ignore[attr-defined]
-    if pre.dims == 3:
-        model = inflate(model, mode=cfg.inflation, depth_kernel=cfg.depth_kernel)
-        model.weights_source = source  # type: ignore[attr-defined]
-    return model
-
-
 def _evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, dev: DeviceSettings, dims: int) -> tuple[float, float]:
     model.eval()
     losses, probs, targets = [], [], []
@@ -107,11 +99,19 @@ def train(
     stop_after: int | None = None,
     progress: bool = False,
     log: logging.Logger | Any = module_log,
+    scans: pd.DataFrame | None = None,
 ) -> TrainResult:
-    """Train on the catalogue's labelled scans (split ``train``, early-stopping on ``val``)."""
+    """Train on the catalogue's labelled scans (split ``train``, early-stopping on ``val``).
+
+    ``scans`` (catalogue rows) restricts training to a subset, such as the training folds of a
+    cross-validation: their ``split`` column is then ignored and early stopping uses a seeded
+    patient-grouped ``val_fraction`` of the subset, so nothing outside ``scans`` is ever seen.
+    """
     _seed_everything(cfg.seed)
     dev = resolve_device(cfg.device, cfg.deterministic)
-    prepared = preprocess_catalog(workdir, pre)
+    if scans is not None:
+        scans = scans.assign(split=None)
+    prepared = preprocess_catalog(workdir, pre, scans=scans)
     split = split_train_val(prepared.index, cfg.val_fraction, cfg.seed)
     classes = sorted(int(c) for c in split.train["label"].unique())
     if len(classes) < 2:
@@ -125,7 +125,7 @@ def train(
     model_dir = workdir / "models" / model_id
     model_dir.mkdir(parents=True, exist_ok=True)
 
-    model = _build_model(len(classes), pre, cfg)
+    model = build_classifier(len(classes), pre, cfg.weights, cfg.inflation, cfg.depth_kernel)
     needed = min_batch_size(model, pre.input_size, pre.in_channels)
     if cfg.batch_size < needed:
         raise UserInputError(
@@ -228,8 +228,8 @@ def train(
     completed = state["epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
     card = _card(model_id, model, cfg, pre, aug, prepared.config_hash, classes, split, data_hash, state, dev, completed)
     card["hyperparameters"]["backbone_lr_factor_applied"] = backbone_factor
-    atomic_write_bytes(model_dir / "model_card.json", json.dumps(card, indent=2).encode())
-    atomic_write_bytes(model_dir / "history.json", json.dumps(state["history"], indent=2).encode())
+    write_bytes_if_changed(model_dir / "model_card.json", json.dumps(card, indent=2).encode())
+    write_bytes_if_changed(model_dir / "history.json", json.dumps(state["history"], indent=2).encode())
     if state["history"]:
         plot_learning_curves(state["history"], model_dir / "learning_curves.png")
     return TrainResult(model_dir, card, state["history"], completed)

@@ -25,7 +25,7 @@ def assert_user_error(result: subprocess.CompletedProcess[str], fragment: str) -
 def test_help_lists_the_commands() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("import-medmnist", "ingest", "status"):
+    for command in ("import-medmnist", "ingest", "train", "evaluate", "status"):
         assert command in result.stdout
 
 
@@ -48,6 +48,8 @@ def test_ingest_then_status(tmp_path: Path) -> None:
         ("labels_not_integer", "not an integer"),
         ("missing_npz", "npz file not found"),
         ("status_without_catalog", "no catalogue"),
+        ("evaluate_without_catalog", "no catalogue"),
+        ("evaluate_one_fold", "at least 2 folds"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(tmp_path: Path, case: str, fragment: str) -> None:
@@ -65,6 +67,8 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, case: str, fragment: s
         result = run("import-medmnist", tmp_path / "nope.npz", "--out", tmp_path / "out")
     elif case == "status_without_catalog":
         result = run("status", "--workdir", w)
+    elif case.startswith("evaluate"):
+        result = run("evaluate", "--workdir", w, "--folds", "1" if case == "evaluate_one_fold" else "5")
     else:
         result = run("ingest", src, "--workdir", w, *(["--labels", labels] if case.startswith("labels") else []))
     assert_user_error(result, fragment)

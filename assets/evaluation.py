@@ -1,0 +1,155 @@
+"""Group ``evaluation``: patient-grouped folds, one model per fold (a partition each), pooled statistics.
+
+``fold_models`` has one static partition per fold (``fold_0`` ... ``fold_{K-1}``; K is
+``$SCANLENS_CV_FOLDS``, default 5, read when the code location loads). A backfill launches one run
+per fold, so folds train in parallel where the ``gpu`` pool allows; ``train_and_evaluate`` runs them
+all in one run through a partition range.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads Config/resource types from the annotations.
+
+import base64
+import os
+from typing import List, Optional
+
+import dagster as dg
+from pydantic import Field
+
+from assets.common import IO_RETRY, OWNER, user_errors_are_final
+from assets.ingest import scan_catalog
+from assets.resources import ScanLensProject
+from assets.training import TrainedModelConfig
+from pipeline.evaluate import CVSettings, EvaluationSettings, evaluate_cv, load_folds, make_folds, train_fold
+from pipeline.evaluate.splits import check_folds
+from pipeline.preprocess import AugmentConfig
+from pipeline.train import TrainConfig
+
+N_FOLDS = int(os.environ.get("SCANLENS_CV_FOLDS", "5"))
+FOLDS = dg.StaticPartitionsDefinition([f"fold_{k}" for k in range(N_FOLDS)])
+
+
+class CVFoldsConfig(dg.Config):
+    model_kind: str = Field(default="2d", description="2d or 3d: which scans take part (those the model kind reads)")
+    test_fraction: float = Field(default=0.2, description="patient share held out when the catalogue has no test split")
+    seed: int = Field(default=0, description="seed of the test split and of StratifiedGroupKFold")
+
+
+def _fold_checks(frame) -> list:  # type: ignore[no-untyped-def]
+    problems = check_folds(frame)
+    leaks = [p for p in problems if p.startswith("error")]
+    missing = [p for p in problems if p.startswith("warning")]
+    return [
+        dg.AssetCheckResult(check_name="no_patient_in_two_partitions", passed=not leaks,
+                            severity=dg.AssetCheckSeverity.ERROR,
+                            description="; ".join(leaks) or "every patient is in exactly one partition"),
+        dg.AssetCheckResult(check_name="every_class_in_every_fold", passed=not missing,
+                            severity=dg.AssetCheckSeverity.WARN,
+                            description="; ".join(missing) or "every validation fold holds every class",
+                            metadata={"note": "a warning, not a failure: with few patients of a class it can be "
+                                              "impossible; those folds' AUROC is undefined"}),
+    ]
+
+
+@dg.asset(
+    group_name="evaluation", owners=[OWNER], kinds={"scikitlearn", "parquet"}, deps=[scan_catalog],
+    retry_policy=IO_RETRY,
+    check_specs=[
+        dg.AssetCheckSpec("no_patient_in_two_partitions", asset="cv_folds", blocking=True,
+                          description="no patient appears in two folds, or in a fold and the test set"),
+        dg.AssetCheckSpec("every_class_in_every_fold", asset="cv_folds", blocking=True,
+                          description="every class is present in every validation fold (warns where impossible)"),
+    ],
+)
+def cv_folds(config: CVFoldsConfig, project: ScanLensProject) -> dg.MaterializeResult:
+    """Patient-grouped held-out test set (the catalogue's ``test`` split, else a seeded fraction), then
+    ``StratifiedGroupKFold`` by pseudonymous patient over the rest: ``W/evaluation/folds.parquet``."""
+    with user_errors_are_final():
+        folds = make_folds(project.workdir_path, CVSettings(n_folds=N_FOLDS, test_fraction=config.test_fraction,
+                                                            seed=config.seed, dims=2 if config.model_kind == "2d" else 3))
+    counts = folds.frame.groupby(["fold", "label"]).size().unstack(fill_value=0)
+    table = "| partition | " + " | ".join(f"class {c}" for c in counts.columns) + " | patients |\n"
+    table += "|---" * (len(counts.columns) + 2) + "|\n"
+    for fold, row in counts.iterrows():
+        patients = folds.frame.loc[folds.frame["fold"] == fold, "patient_id"].nunique()
+        table += f"| {'test' if fold == -1 else f'fold {fold}'} | " + " | ".join(str(v) for v in row) + f" | {patients} |\n"
+    return dg.MaterializeResult(
+        metadata={"scans": len(folds.frame), "patients": int(folds.frame["patient_id"].nunique()), "folds": N_FOLDS,
+                  "test_set": folds.test_source, "folds_hash": folds.folds_hash[:16], "counts": dg.MetadataValue.md(table),
+                  "table": dg.MetadataValue.path(str(project.workdir_path / "evaluation" / "folds.parquet"))},
+        check_results=_fold_checks(folds.frame),
+    )
+
+
+@dg.asset(group_name="evaluation", owners=[OWNER], kinds={"pytorch", "monai"}, deps=[cv_folds], partitions_def=FOLDS,
+          backfill_policy=dg.BackfillPolicy.multi_run(1), pool="gpu", tags={"resource": "gpu"})
+def fold_models(context: dg.AssetExecutionContext, config: TrainedModelConfig, project: ScanLensProject) -> dg.MaterializeResult:
+    """One ResNet-50 per fold, trained by the step-2 trainer on the other folds (resumable), with its
+    out-of-fold and held-out test predictions. The model kind (2D/3D) is the one ``cv_folds`` chose."""
+    runs = []
+    with user_errors_are_final():
+        folds = load_folds(project.workdir_path)
+        pre = config.preprocess_config("2d" if folds.settings.dims == 2 else "3d")
+        cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weights=config.weights or None,
+                          device=config.device, seed=config.seed, head_only_epochs=config.head_only_epochs,
+                          patience=config.patience)
+        for key in context.partition_keys:
+            runs.append(train_fold(project.workdir_path, int(key.split("_")[1]), cfg, pre,
+                                   AugmentConfig(enabled=config.augment), folds=folds, log=context.log))
+    return dg.MaterializeResult(metadata={
+        "folds": dg.MetadataValue.json([{"fold": r.fold, "model_id": r.model_id, "best_val_auroc": r.best_val_auroc,
+                                         "oof_scans": r.n_oof, "test_scans": r.n_test, "predicted": r.predicted}
+                                        for r in runs]),
+        "model_ids": ", ".join(r.model_id for r in runs),
+    })
+
+
+class CVEvaluationConfig(dg.Config):
+    n_resamples: int = Field(default=2000, description="patient-level bootstrap resamples per CI (>= 2000 for reports)")
+    target_sensitivity: Optional[float] = Field(default=None, description="operating point; null = Youden's J")
+    subgroups: List[str] = Field(default=["manufacturer"], description="catalogue columns for subgroup tables "
+                                 "(patient_sex/age_band need keep_demographics at ingest)")
+    seed: int = 0
+
+
+def _image(path) -> str:  # type: ignore[no-untyped-def]
+    return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
+def _ci(block: dict, name: str) -> str:
+    ci = block.get(f"{name}_ci")
+    value = block.get(name)
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+
+@dg.asset(group_name="evaluation", owners=[OWNER], kinds={"scikitlearn", "matplotlib"}, deps=[fold_models],
+          retry_policy=IO_RETRY)
+def cv_evaluation(config: CVEvaluationConfig, project: ScanLensProject) -> dg.MaterializeResult:
+    """Pooled out-of-fold and held-out test statistics with patient-level bootstrap CIs, DeLong
+    cross-check, the operating point pre-specified on OOF predictions, calibration, subgroups and plots."""
+    with user_errors_are_final():
+        result = evaluate_cv(project.workdir_path, EvaluationSettings(
+            n_resamples=config.n_resamples, seed=config.seed, target_sensitivity=config.target_sensitivity,
+            subgroups=tuple(config.subgroups)))
+    m = result.metrics
+    names = ["auroc", "auprc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "brier"]
+    rows = [n for n in names if n in m["oof"]]
+    table = "| metric (95% CI) | out-of-fold | test |\n| --- | --- | --- |\n" + "\n".join(
+        f"| {n} | {_ci(m['oof'], n)} | {_ci(m['test'], n) if m['test'] else 'no test set'} |" for n in rows)
+    plots = "\n\n".join(_image(path) for path in result.plots.values())
+    metadata = {
+        "oof_auroc": m["oof"]["auroc"], "oof_auroc_ci": str(m["oof"]["auroc_ci"]),
+        "test_auroc": m["test"]["auroc"] if m["test"] else None,
+        "test_auroc_ci": str(m["test"]["auroc_ci"]) if m["test"] else "no test set",
+        "operating_point": dg.MetadataValue.json(m["operating_point"]),
+        "metrics": dg.MetadataValue.md(table + "\n\nOperating point: " + m["operating_point"]["statement"] + "."),
+        "plots": dg.MetadataValue.md(plots),
+        "per_fold": dg.MetadataValue.json([{"fold": f["fold"], "auroc": f["auroc"], "auroc_ci": f["auroc_ci"]} for f in m["folds"]]),
+        "subgroups": dg.MetadataValue.json(m["subgroups"]),
+        "metrics_json": dg.MetadataValue.path(str(result.folder / "metrics.json")),
+    }
+    if "ece" in m["oof"]:
+        metadata["oof_ece"] = m["oof"]["ece"]
+        metadata["oof_brier"] = m["oof"]["brier"]
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,88 @@
+"""Loading a trained model from its folder, and batched prediction over cached model inputs.
+
+A model folder (``W/models/<model_id>/``) holds ``weights.pt`` (the best state dict) and
+``model_card.json``; the card's preprocessing config rebuilds the exact input the model expects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pipeline.errors import UserInputError
+from pipeline.models import build_classifier
+from pipeline.preprocess import PreprocessConfig
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.data import CachedScans
+from pipeline.train.device import DeviceSettings, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with what is needed to feed it: classes (catalogue label values, in the
+    order of the output columns), its preprocessing config and the device it sits on."""
+
+    model: nn.Module
+    card: dict[str, Any]
+    classes: list[int]
+    preprocess: PreprocessConfig
+    device: DeviceSettings
+
+    @property
+    def model_id(self) -> str:
+        return str(self.card["model_id"])
+
+
+def preprocess_config_from_card(card: dict[str, Any]) -> PreprocessConfig:
+    """The :class:`PreprocessConfig` a model card records (lists back to tuples)."""
+    saved = card["preprocessing"]["config"]
+    known = {f.name for f in fields(PreprocessConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+    return PreprocessConfig(**values)
+
+
+def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
+    """Rebuild the architecture from the card and load ``weights.pt`` (``weights_only=True``)."""
+    card_path, weights_path = model_dir / "model_card.json", model_dir / "weights.pt"
+    if not card_path.exists() or not weights_path.exists():
+        raise UserInputError(f"{model_dir} is not a trained model folder (model_card.json and weights.pt expected)")
+    card = json.loads(card_path.read_text())
+    pre = preprocess_config_from_card(card)
+    hyper = card["hyperparameters"]
+    model = build_classifier(len(card["class_names"]), pre, None, hyper.get("inflation", "average"),
+                             int(hyper.get("depth_kernel", 3)))
+    model.load_state_dict(load_checkpoint(weights_path))
+    dev = resolve_device(device)
+    model = model.to(dev.device, memory_format=dev.memory_format(pre.dims)).eval()
+    return LoadedModel(model, card, [int(c) for c in card["class_names"]], pre, dev)
+
+
+def predict_probabilities(loaded: LoadedModel, workdir: Path, index: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities ``(n, n_classes)`` for the rows of a preprocessed index (``cache_path``
+    relative to ``workdir``), in row order. Labels are not needed."""
+    if index.empty:
+        return np.zeros((0, len(loaded.classes)), dtype=np.float64)
+    rows = index.assign(label=loaded.classes[0])  # the dataset wants a target; predictions ignore it
+    loader = DataLoader(CachedScans(workdir, rows, loaded.classes), batch_size=batch_size,
+                        pin_memory=loaded.device.pin_memory)
+    dims = loaded.preprocess.dims
+    out = []
+    with torch.inference_mode():
+        for images, _ in loader:
+            images = images.to(loaded.device.device, non_blocking=loaded.device.non_blocking,
+                               memory_format=loaded.device.memory_format(dims))
+            with loaded.device.autocast():
+                logits = loaded.model(images)
+            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
