@@ -10,7 +10,7 @@ export SCANLENS_CV_FOLDS ?= 5
 FOLD_RANGE := {"dagster/asset_partition_range_start": "fold_0", "dagster/asset_partition_range_end": "fold_$(shell expr $(SCANLENS_CV_FOLDS) - 1)"}
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo ui test bench clean
+.PHONY: install system-deps demo ui test bench clean
 
 install: $(STAMP)
 
@@ -28,17 +28,26 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "3d"}'
 	$(BIN)/dagster job execute -m assets.definitions -j train_and_evaluate --tags '$(FOLD_RANGE)'
 	$(BIN)/scanlens status --workdir demo_work/workdir
+	@echo "Review-board PDF: $$($(BIN)/scanlens report --workdir demo_work/workdir 2>/dev/null)"
 	@echo "Dagster runs and materialisations: $(DAGSTER_HOME) (open them with: make ui)"
 
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
 
-test: $(STAMP)
+# Debian packages the tests use: poppler-utils renders the report's pages (pdftoppm, pdftotext).
+system-deps:
+	@command -v pdftoppm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null; \
+	  else echo "note: poppler-utils missing and not installable here (needs root and apt-get); its tests skip"; fi; }
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/saliency.py
 
 clean:
 	rm -rf demo_work $(DAGSTER_HOME)

@@ -6,10 +6,12 @@ import dagster as dg
 
 from assets.evaluation import FOLDS, cv_evaluation, cv_folds, fold_models
 from assets.ingest import demo_studies, scan_catalog
+from assets.interpretability import interpretability_report, saliency_maps
 from assets.resources import ScanLensProject, secret_resource
 from assets.training import preprocessed_scans, trained_model
 
-all_assets = [demo_studies, scan_catalog, preprocessed_scans, trained_model, cv_folds, fold_models, cv_evaluation]
+all_assets = [demo_studies, scan_catalog, preprocessed_scans, trained_model, cv_folds, fold_models, cv_evaluation,
+              saliency_maps, interpretability_report]
 
 scanlens_demo = dg.define_asset_job(
     "scanlens_demo",
@@ -20,8 +22,10 @@ scanlens_demo = dg.define_asset_job(
 
 train_and_evaluate = dg.define_asset_job(
     "train_and_evaluate",
-    selection=dg.AssetSelection.assets(demo_studies, scan_catalog, cv_folds, fold_models, cv_evaluation),
-    description="Catalogue -> patient-grouped folds -> one model per fold -> pooled evaluation. Launch it over "
+    selection=dg.AssetSelection.assets(demo_studies, scan_catalog, cv_folds, fold_models, cv_evaluation, saliency_maps,
+                                       interpretability_report),
+    description="Catalogue -> patient-grouped folds -> one model per fold -> pooled evaluation -> saliency maps -> "
+    "review-board PDF. Launch it over "
     f"the partition range {FOLDS.get_partition_keys()[0]}...{FOLDS.get_partition_keys()[-1]} to train every fold in one run.",
     executor_def=dg.in_process_executor,
 )

@@ -81,6 +81,33 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--subgroups", default="", help="comma-separated catalogue columns for subgroup tables "
                     "(e.g. manufacturer,patient_sex,age_band)")
 
+    ex = commands.add_parser(
+        "explain", help="Captum saliency maps for selected cases, with sanity and faithfulness checks",
+        description="Explain the most confident TP/TN and the worst FP/FN at the pre-specified operating point "
+        "(held-out test set by the fold ensemble, or out-of-fold by each case's fold model) with integrated "
+        "gradients, saliency, GradCAM and occlusion. Writes W/saliency/ (PNG overlays or 3D montages, NIfTI maps "
+        "for 3D scans, cases.parquet, sanity.json). Needs `scanlens evaluate` first.",
+    )
+    ex.add_argument("--workdir", type=Path, required=True, help="work folder W")
+    ex.add_argument("--source", choices=("auto", "test", "oof"), default="auto", help="cases from the test set or OOF")
+    ex.add_argument("--per-kind", type=int, default=2, help="cases of each of TP, TN, FP, FN (default 2)")
+    ex.add_argument("--methods", default="integrated_gradients,saliency,gradcam,occlusion", help="comma-separated methods")
+    ex.add_argument("--ig-steps", type=int, default=32, help="integrated-gradients steps (default 32)")
+    ex.add_argument("--ig-baseline", choices=("zeros", "blur"), default="zeros")
+    ex.add_argument("--memory-mb", type=float, default=None, help="memory budget of IG's batches (default: half of free)")
+    ex.add_argument("--occlusion-window", type=int, default=8, help="occlusion window edge in input voxels")
+    ex.add_argument("--occlusion-stride", type=int, default=4, help="occlusion stride in input voxels")
+    ex.add_argument("--sanity-threshold", type=float, default=0.5,
+                    help="a method fails when maps of the fully randomised model keep Spearman rho >= this")
+    ex.add_argument("--sanity-cases", type=int, default=4, help="cases the sanity checks run on")
+    ex.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    rp = commands.add_parser("report", help="write the review-board PDF and print its path",
+                             description="Write W/reports/scanlens_report_<hash>.pdf from W/evaluation and W/saliency "
+                             "(A4, table of contents, page numbers, CLAIM 2024 checklist). Prints the PDF's path.")
+    rp.add_argument("--workdir", type=Path, required=True, help="work folder W")
+    rp.add_argument("--audience", default=None, help="who the report is for (title page)")
+
     st = commands.add_parser("status", help="summarise a work folder: scans, labels, quarantine, output paths")
     st.add_argument("--workdir", type=Path, required=True, help="work folder W")
     return parser
@@ -163,6 +190,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from pipeline.explain.attribution import AttributionConfig
+    from pipeline.explain.run import ExplainSettings, explain
+
+    attribution = AttributionConfig(
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), ig_steps=args.ig_steps,
+        ig_baseline=args.ig_baseline, memory_budget_mb=args.memory_mb, occlusion_window=args.occlusion_window,
+        occlusion_stride=args.occlusion_stride)
+    result = explain(args.workdir.resolve(), ExplainSettings(
+        source=args.source, per_kind=args.per_kind, attribution=attribution, sanity_threshold=args.sanity_threshold,
+        sanity_cases=args.sanity_cases, device=args.device))
+    lines = [f"saliency: {result.folder} ({len(result.cases)} cases from {result.sanity['source']})"]
+    for method, entry in result.sanity["methods"].items():
+        lines.append(f"  {method}: {entry['verdict']} (final Spearman {entry['randomisation']['final_spearman']:.3f}), "
+                     f"deletion AUC {entry['deletion_auc']:.3f} vs random {entry['deletion_random_auc']:.3f}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.report import ReportSettings, build_report
+
+    settings = ReportSettings(audience=args.audience) if args.audience else ReportSettings()
+    sys.stdout.write(f"{build_report(args.workdir.resolve(), settings).path}\n")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from pipeline.storage import Workdir, read_parquet
 
@@ -235,7 +289,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
-            "status": _status}
+            "explain": _explain, "report": _report, "status": _status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

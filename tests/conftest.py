@@ -48,3 +48,60 @@ def tiny_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     ingest(IngestConfig(source=source.folder, workdir=root / "w", labels=source.labels, secret="tiny"))
     return root / "w"
+
+
+@pytest.fixture(scope="session")
+def trained_2d_model(tiny_workdir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A 2D ResNet-50 trained for a few epochs on the tiny work folder, and a few of its inputs."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from pipeline.inference import load_model
+    from pipeline.preprocess import AugmentConfig, PreprocessConfig
+    from pipeline.train import TrainConfig, train
+
+    workdir = tmp_path_factory.mktemp("trained") / "w"
+    shutil.copytree(tiny_workdir, workdir)
+    pre = PreprocessConfig(dims=2, input_size=(32, 32))
+    result = train(workdir, TrainConfig(epochs=3, batch_size=8, patience=3), pre, AugmentConfig(enabled=False))
+    loaded = load_model(result.model_dir, "cpu")
+    paths = sorted((workdir / "cache" / "preprocess").glob("*.npy"))
+    inputs = [torch.from_numpy(np.load(p))[None] for p in paths]
+    return loaded.model, [x for x in inputs if x.dim() == 4][:3]
+
+
+def explain_and_report(workdir: Path) -> dict:  # type: ignore[type-arg]
+    """Cross-validate (3 folds, 1 epoch, 32 px), explain (1 case per kind, cheap settings), report."""
+    from pipeline.evaluate import CVSettings, EvaluationSettings, cross_validate
+    from pipeline.explain.attribution import AttributionConfig
+    from pipeline.explain.run import ExplainSettings, explain
+    from pipeline.preprocess import AugmentConfig, PreprocessConfig
+    from pipeline.report import build_report
+    from pipeline.train import TrainConfig
+
+    evaluation = cross_validate(workdir, CVSettings(n_folds=3), TrainConfig(epochs=1, batch_size=4),
+                                PreprocessConfig(dims=2, input_size=(32, 32)), AugmentConfig(enabled=False),
+                                EvaluationSettings(n_resamples=200, subgroups=("manufacturer",)))
+    settings = ExplainSettings(per_kind=1, sanity_cases=1, attribution=AttributionConfig(
+        ig_steps=8, occlusion_window=8, occlusion_stride=8))
+    explained = explain(workdir, settings)
+    report = build_report(workdir)
+    return {"evaluation": evaluation, "explained": explained, "report": report, "settings": settings}
+
+
+@pytest.fixture(scope="session")
+def reported_workdir(tiny_workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    """The tiny work folder after evaluate -> explain -> report."""
+    import shutil
+
+    workdir = tmp_path_factory.mktemp("reported") / "w"
+    shutil.copytree(tiny_workdir, workdir)
+    return workdir, explain_and_report(workdir)
+
+
+requires_poppler = pytest.mark.skipif(
+    __import__("shutil").which("pdftoppm") is None and __import__("os").environ.get("CI") != "true",
+    reason="poppler-utils (pdftoppm, pdftotext) not installed; `make test` installs it where it runs as root",
+)

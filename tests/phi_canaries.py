@@ -117,13 +117,54 @@ def texts_of(path: Path) -> list[str]:
     return texts
 
 
-def find_canaries(root: Path, canaries: list[str], extra_texts: dict[str, str] | None = None) -> dict[str, list[str]]:
-    """Map each place (file under root, or a named extra text) to the canaries found in it."""
+#: Files that hold only numbers by construction (torch state dicts and checkpoints, NumPy arrays):
+#: searching hundreds of MB of weights for hundreds of strings costs minutes and cannot find a name.
+NUMERIC_SUFFIXES = (".pt", ".npy")
+
+
+def find_canaries(root: Path, canaries: list[str], extra_texts: dict[str, str] | None = None,
+                  skip: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Map each place (file under root, or a named extra text) to the canaries found in it. Files
+    with :data:`NUMERIC_SUFFIXES` and the relative paths in ``skip`` are not searched."""
     hits: dict[str, list[str]] = {}
-    places = {str(p.relative_to(root)): texts_of(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    places = {str(p.relative_to(root)): texts_of(p) for p in sorted(root.rglob("*"))
+              if p.is_file() and p.suffix not in NUMERIC_SUFFIXES and str(p.relative_to(root)) not in skip}
     places.update({name: [text] for name, text in (extra_texts or {}).items()})
     for place, texts in places.items():
         found = [c for c in canaries if any(c in text for text in texts)]
         if found:
             hits[place] = found
     return hits
+
+
+#: Attributes that group files into patients, studies and series: kept (their original values become canaries).
+STRUCTURAL = {0x00100020, 0x0020000D, 0x0020000E, 0x00080018, 0x00200052}
+
+
+def plant_into_existing(folder: Path) -> list[str]:
+    """Add canaries to every DICOM file under ``folder`` in place (same canary per attribute in every
+    file), keeping the grouping attributes; returns the canaries plus every original identifying value
+    (patient IDs and names, UIDs, dates) so that a search also catches the source's own identifiers."""
+    tags = [t for t in annex_e_tags() if t not in GEOMETRY_TAGS | STRUCTURAL and t >> 16 not in (0x0000, 0x0002)]
+    binary = ("US", "SS", "UL", "SL", "FL", "FD", "AT", "OW", "OF", "OD", "OL", "OV", "SV", "UV", "SQ")
+    planted = {t: _value(dictionary_VR(t), i + 1) for i, t in enumerate(tags) if dictionary_VR(t) not in binary}
+    originals: set[str] = set()
+    previous = pydicom.config.settings.writing_validation_mode
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+    try:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".csv")):
+            try:
+                ds = pydicom.dcmread(path)
+            except Exception:  # noqa: BLE001 (not DICOM: leave it)
+                continue
+            for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+                value = str(ds.get(keyword, "") or "")
+                if len(value) >= 6:
+                    originals.add(value)
+            for tag, value in planted.items():
+                ds.add_new(tag, dictionary_VR(tag), value)
+            ds.save_as(path)
+    finally:
+        pydicom.config.settings.writing_validation_mode = previous
+    texts = {v.decode() if isinstance(v, bytes) else str(v) for v in planted.values()}
+    return sorted(texts | originals)

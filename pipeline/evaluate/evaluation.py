@@ -96,7 +96,7 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
     metrics: dict[str, Any] = {
         "task": "binary" if binary else "multiclass", "classes": classes, "positive_class": classes[-1] if binary else None,
         "settings": {"n_folds": folds.settings.n_folds, "fold_seed": folds.settings.seed, "dims": folds.settings.dims,
-                     "test_set": folds.test_source, "n_resamples": settings.n_resamples, "ci_level": settings.level,
+                     "test_set": folds.test_source, "folds_hash": folds.folds_hash, "n_resamples": settings.n_resamples, "ci_level": settings.level,
                      "bootstrap": "patient-level (cluster) percentile bootstrap", "bootstrap_seed": settings.seed},
         "counts": fold_counts(folds.frame), "fold_warnings": folds.problems,
         "models": [{"fold": r["fold"], "model_id": r["model_id"], "best_val_auroc": r["best_val_auroc"]} for r in records],
