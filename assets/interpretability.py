@@ -22,7 +22,7 @@ class SaliencyConfig(dg.Config):
     source: str = Field(default="auto", description="auto (test set when present), test or oof")
     per_kind: int = Field(default=1, description="cases of each of TP, TN, FP, FN")
     methods: List[str] = Field(default=list(METHODS), description="integrated_gradients, saliency, gradcam, occlusion")
-    ig_steps: int = Field(default=16, description="integrated-gradients steps (32 for a review board)")
+    ig_steps: int = Field(default=32, description="integrated-gradients steps")
     ig_baseline: str = Field(default="zeros", description="zeros or blur")
     memory_budget_mb: Optional[float] = Field(default=None, description="IG batch memory; null = half of free memory")
     occlusion_window: int = 8

@@ -99,7 +99,11 @@ def activation_bytes_per_sample(model: nn.Module, input_shape: tuple[int, ...], 
         if isinstance(output, torch.Tensor) and not list(module.children()):
             total += output.numel() * 4
 
-    probe = copy.deepcopy(model).to("meta").eval()
+    memo: dict[int, object] = {}  # copy the structure only: parameters and buffers become meta tensors
+    for tensor in [*model.parameters(), *model.buffers()]:
+        meta = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(meta, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+    probe = copy.deepcopy(model, memo).eval()
     handles = [m.register_forward_hook(hook) for m in probe.modules()]
     with torch.no_grad():
         probe(torch.empty((1, in_channels, *input_shape), device="meta"))
