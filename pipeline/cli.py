@@ -108,6 +108,22 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--workdir", type=Path, required=True, help="work folder W")
     rp.add_argument("--audience", default=None, help="who the report is for (title page)")
 
+    rg = commands.add_parser("registry", help="model registry: list, show, register or promote versions",
+                             description="Versions of evaluated models in W/registry/, the champion, and the history "
+                             "of promotions and rejections with their reasons.")
+    rg_commands = rg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    for name, text in (("list", "every version with its status"), ("show", "one version's record and history"),
+                       ("register", "store the work folder's current evaluation as a version"),
+                       ("promote", "make a version the champion (needs --reason)")):
+        action = rg_commands.add_parser(name, help=text)
+        action.add_argument("--workdir", type=Path, required=True, help="work folder W")
+        if name in ("show", "promote"):
+            action.add_argument("version", help="version id (v-...)")
+        if name == "promote":
+            action.add_argument("--reason", required=True, help="why (recorded in the history)")
+        if name == "register":
+            action.add_argument("--report", type=Path, default=None, help="the report PDF to store with it")
+
     st = commands.add_parser("status", help="summarise a work folder: scans, labels, quarantine, output paths")
     st.add_argument("--workdir", type=Path, required=True, help="work folder W")
     return parser
@@ -217,6 +233,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace) -> int:
+    from pipeline.registry import Registry
+
+    registry = Registry(args.workdir.resolve())
+    if args.registry_command == "list":
+        entries = registry.versions()
+        lines = [f"{e.version}  {e.status:10}  OOF AUROC {e.record['oof_auroc']:.3f}  {e.reason or ''}" for e in entries]
+        sys.stdout.write("\n".join(lines or ["no versions registered"]) + "\n")
+    elif args.registry_command == "show":
+        entry = registry.entry(args.version)
+        history = [h for h in registry.history() if h["version"] == args.version]
+        sys.stdout.write(json.dumps({"status": entry.status, "record": entry.record, "history": history}, indent=2) + "\n")
+    elif args.registry_command == "register":
+        entry = registry.register(args.report)
+        sys.stdout.write(f"{entry.version} {entry.status}\n")
+    else:
+        entry = registry.promote(args.version, args.reason)
+        sys.stdout.write(f"{entry.version} is the champion\n")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from pipeline.storage import Workdir, read_parquet
 
@@ -289,7 +326,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
-            "explain": _explain, "report": _report, "status": _status}
+            "explain": _explain, "report": _report, "registry": _registry, "status": _status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

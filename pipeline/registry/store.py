@@ -1,0 +1,152 @@
+"""The model registry under ``W/registry/``.
+
+* ``versions/<version>/``: one evaluated model version: every fold model's ``weights.pt`` and
+  ``model_card.json`` (``models/<model_id>/``), ``metrics.json``, ``oof_predictions.parquet``,
+  ``folds.parquet``, ``sanity.json``, the report PDF (``report.pdf``) and ``version.json`` (model
+  ids, data-manifest hashes, fold hash, operating point, preprocessing). Written to a temporary
+  folder and renamed into place, so a version is complete or absent.
+* ``index.json``: ``{"champion": <version> | null}``. Promotion replaces it with one atomic rename:
+  there is exactly one champion at any time.
+* ``history.jsonl``: append-only; one JSON line per registration, promotion, retirement or
+  rejection, with its reason and a UTC timestamp. A version's status is read from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserInputError
+from pipeline.storage import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    version: str
+    status: str  # champion, registered, rejected, retired
+    record: dict[str, Any]
+    reason: str | None = None
+
+
+class Registry:
+    """Versions, the champion pointer and the history of one work folder."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.root = workdir / "registry"
+        self.workdir = workdir
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.json"
+
+    @property
+    def history_path(self) -> Path:
+        return self.root / "history.jsonl"
+
+    def version_dir(self, version: str) -> Path:
+        return self.root / "versions" / version
+
+    def champion(self) -> str | None:
+        if not self.index_path.exists():
+            return None
+        return json.loads(self.index_path.read_text()).get("champion")
+
+    def history(self) -> list[dict[str, Any]]:
+        if not self.history_path.exists():
+            return []
+        return [json.loads(line) for line in self.history_path.read_text().splitlines() if line.strip()]
+
+    def _append(self, version: str, action: str, reason: str, **extra: Any) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "version": version,
+                           "action": action, "reason": reason, **extra}) + "\n"
+        fd = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())  # one write on an O_APPEND file: lines never interleave
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def register(self, report: Path | None = None) -> RegistryEntry:
+        """Store the work folder's current evaluation (fold models, metrics, OOF predictions, folds,
+        sanity results, report) as a version. The same evaluation registers once."""
+        evaluation, saliency = self.workdir / "evaluation", self.workdir / "saliency"
+        if not (evaluation / "metrics.json").exists():
+            raise UserInputError("nothing to register: no evaluation (run `scanlens evaluate` first)")
+        metrics = json.loads((evaluation / "metrics.json").read_text())
+        model_ids = [m["model_id"] for m in metrics["models"]]
+        version = "v-" + hashlib.sha256(json.dumps([model_ids, metrics["settings"].get("folds_hash")]).encode()).hexdigest()[:12]
+        target = self.version_dir(version)
+        if target.exists():
+            return self.entry(version)
+        staging = self.root / "versions" / f".{version}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "models").mkdir(parents=True)
+        cards = []
+        for model_id in model_ids:
+            source = self.workdir / "models" / model_id
+            (staging / "models" / model_id).mkdir()
+            for name in ("weights.pt", "model_card.json"):
+                shutil.copy2(source / name, staging / "models" / model_id / name)
+            cards.append(json.loads((source / "model_card.json").read_text()))
+        for name in ("metrics.json", "oof_predictions.parquet", "folds.parquet"):
+            shutil.copy2(evaluation / name, staging / name)
+        if (saliency / "sanity.json").exists():
+            shutil.copy2(saliency / "sanity.json", staging / "sanity.json")
+        if report is not None:
+            shutil.copy2(report, staging / "report.pdf")
+        record = {"version": version, "model_ids": model_ids, "dims": cards[0]["dims"],
+                  "data_manifest_hashes": [c["training_data"]["manifest_hash"] for c in cards],
+                  "folds_hash": metrics["settings"].get("folds_hash"), "operating_point": metrics["operating_point"],
+                  "classes": metrics["classes"], "preprocessing": cards[0]["preprocessing"],
+                  "oof_auroc": metrics["oof"]["auroc"], "oof_auroc_ci": metrics["oof"]["auroc_ci"],
+                  "test_auroc": (metrics.get("test") or {}).get("auroc")}
+        (staging / "version.json").write_text(json.dumps(record, indent=2))
+        os.replace(staging, target)  # the version appears whole
+        self._append(version, "registered", "evaluation stored")
+        return self.entry(version)
+
+    def entry(self, version: str) -> RegistryEntry:
+        path = self.version_dir(version) / "version.json"
+        if not path.exists():
+            raise UserInputError(f"no version {version} in {self.root}")
+        record = json.loads(path.read_text())
+        if self.champion() == version:
+            last = [h for h in self.history() if h["version"] == version and h["action"] == "promoted"]
+            return RegistryEntry(version, "champion", record, last[-1]["reason"] if last else None)
+        events = [h for h in self.history() if h["version"] == version]
+        last = events[-1] if events else {"action": "registered", "reason": None}
+        status = {"promoted": "retired"}.get(last["action"], last["action"])
+        return RegistryEntry(version, status, record, last.get("reason"))
+
+    def versions(self) -> list[RegistryEntry]:
+        folder = self.root / "versions"
+        if not folder.exists():
+            return []
+        return [self.entry(p.name) for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+    def promote(self, version: str, reason: str) -> RegistryEntry:
+        """Make ``version`` the champion (one atomic rename of ``index.json``); the former champion retires."""
+        if not reason.strip():
+            raise UserInputError("a promotion needs a reason")
+        self.entry(version)  # exists?
+        previous = self.champion()
+        if previous == version:
+            return self.entry(version)
+        atomic_write_bytes(self.index_path, json.dumps({"champion": version}).encode())
+        if previous:
+            self._append(previous, "retired", f"replaced by {version}")
+        self._append(version, "promoted", reason)
+        return self.entry(version)
+
+    def reject(self, version: str, reason: str) -> RegistryEntry:
+        """Mark a challenger rejected with its reason; it stays in the registry."""
+        self.entry(version)
+        self._append(version, "rejected", reason)
+        return self.entry(version)
