@@ -7,15 +7,16 @@ import dagster as dg
 from assets.evaluation import FOLDS, cv_evaluation, cv_folds, fold_models
 from assets.ingest import demo_studies, scan_catalog
 from assets.interpretability import interpretability_report, saliency_maps
+from assets.operations import RETRAIN_CRON, champion_model, model_version
 from assets.resources import ScanLensProject, secret_resource
 from assets.training import preprocessed_scans, trained_model
 
 all_assets = [demo_studies, scan_catalog, preprocessed_scans, trained_model, cv_folds, fold_models, cv_evaluation,
-              saliency_maps, interpretability_report]
+              saliency_maps, interpretability_report, model_version, champion_model]
 
 scanlens_demo = dg.define_asset_job(
     "scanlens_demo",
-    selection=dg.AssetSelection.groups("ingest", "preprocess", "training"),
+    selection=dg.AssetSelection.assets(demo_studies, scan_catalog, preprocessed_scans, trained_model),
     description="Ingest the bundled demo data and train one model kind (run once per partition: 2d, 3d).",
     executor_def=dg.in_process_executor,  # one process: the steps are sequential anyway, and start-up is paid once
 )
@@ -23,15 +24,26 @@ scanlens_demo = dg.define_asset_job(
 train_and_evaluate = dg.define_asset_job(
     "train_and_evaluate",
     selection=dg.AssetSelection.assets(demo_studies, scan_catalog, cv_folds, fold_models, cv_evaluation, saliency_maps,
-                                       interpretability_report),
+                                       interpretability_report, model_version, champion_model),
     description="Catalogue -> patient-grouped folds -> one model per fold -> pooled evaluation -> saliency maps -> "
-    "review-board PDF. Launch it over "
+    "review-board PDF -> registry version, gate, champion. Launch it over "
     f"the partition range {FOLDS.get_partition_keys()[0]}...{FOLDS.get_partition_keys()[-1]} to train every fold in one run.",
     executor_def=dg.in_process_executor,
 )
 
+FOLD_RANGE_TAGS = {"dagster/asset_partition_range_start": FOLDS.get_partition_keys()[0],
+                   "dagster/asset_partition_range_end": FOLDS.get_partition_keys()[-1]}
+
+@dg.schedule(name="weekly_retraining", job=train_and_evaluate, cron_schedule=RETRAIN_CRON,
+             default_status=dg.DefaultScheduleStatus.STOPPED)  # shipped stopped: start it in the UI
+def weekly_retraining(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Retrain and evaluate on the current catalogue (every fold in one run); the gate decides whether
+    the challenger replaces the champion. Cron from ``$SCANLENS_RETRAIN_CRON`` (default Mondays 03:00)."""
+    return dg.RunRequest(run_key=None, tags=FOLD_RANGE_TAGS)
+
 defs = dg.Definitions(
     assets=all_assets,
     jobs=[scanlens_demo, train_and_evaluate],
+    schedules=[weekly_retraining],
     resources={"project": ScanLensProject(), "secret": secret_resource()},
 )
