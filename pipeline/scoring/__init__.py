@@ -1,0 +1,7 @@
+"""Batch scoring of new scans with the registry's champion."""
+
+from __future__ import annotations
+
+from pipeline.scoring.score import ScoreResult, load_champion, score_scans
+
+__all__ = ["ScoreResult", "load_champion", "score_scans"]
