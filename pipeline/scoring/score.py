@@ -10,7 +10,6 @@ by the current champion is skipped; a new champion scores it again (the old row 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +102,3 @@ def _overlay(workdir: Path, champion: Champion, scan_id: str, cache: Path, scan:
     write_bytes_if_changed(workdir / "scoring" / "overlays" / f"{scan_id}_{champion.version}.png",
                            render_panels(panels_for(volume, on_scan), display, title))
 
-
-def scores_json(result: ScoreResult) -> str:
-    """The rows written, as JSON (for logs and metadata; pseudonymous ids only)."""
-    return json.dumps(result.scores.to_dict("records"), default=float)
