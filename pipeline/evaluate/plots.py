@@ -7,23 +7,13 @@ the same numbers give the same bytes.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-import matplotlib
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve  # noqa: E402
-
-
-def _png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
+from pipeline.figures import plt
+from pipeline.figures import png_bytes as _png
 
 
 def roc_plot(curves: list[dict[str, Any]], title: str = "ROC") -> bytes:

@@ -10,14 +10,11 @@ percentiles.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from pipeline.figures import plt, png_bytes
 
 #: For each plane: the fixed RAS axis, and the letters at (left, right, top, bottom) of the display.
 PLANES = {
@@ -102,8 +99,4 @@ def render_panels(panels: list[Panel], display_range: tuple[float, float], title
         axis.set_title(panel.name, fontsize=9)
         axis.axis("off")
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from pipeline.storage import write_bytes_if_changed  # noqa: E402
+from pipeline.figures import plt, png_bytes
+from pipeline.storage import write_bytes_if_changed
 
 
 def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
@@ -27,8 +22,4 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
     auroc_axis.set_ylim(0.0, 1.0)
     lines = loss_axis.get_lines() + auroc_axis.get_lines()
     loss_axis.legend(lines, [line.get_label() for line in lines], loc="lower left", fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(figure)
-    write_bytes_if_changed(path, buffer.getvalue())
+    write_bytes_if_changed(path, png_bytes(figure))
