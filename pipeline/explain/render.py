@@ -11,9 +11,13 @@ percentiles.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import nibabel as nib
 import numpy as np
 
+from pipeline.explain.spatial import map_to_scan
 from pipeline.figures import plt, png_bytes
 
 #: For each plane: the fixed RAS axis, and the letters at (left, right, top, bottom) of the display.
@@ -100,3 +104,24 @@ def render_panels(panels: list[Panel], display_range: tuple[float, float], title
         axis.axis("off")
     figure.suptitle(title, fontsize=9)
     return png_bytes(figure)
+
+
+@dataclass
+class ScanOverlay:
+    """One ingested scan ready to carry maps: its volume (RAS+ grid), the preprocessing parameters
+    that map model-input maps back onto it, and its display window."""
+
+    volume_path: Path
+    params: dict[str, Any]
+    volume: np.ndarray
+    display: tuple[float, float]
+
+    @classmethod
+    def load(cls, volume_path: Path, params: dict[str, Any]) -> ScanOverlay:
+        volume = np.asarray(nib.load(str(volume_path)).dataobj, dtype=np.float32)
+        return cls(volume_path, params, volume, window(volume, tuple(params["window"]) if params.get("window") else None))
+
+    def render(self, importance: np.ndarray, title: str) -> tuple[bytes, np.ndarray, np.ndarray]:
+        """PNG of ``importance`` (model-input space) over the scan, the map on the scan grid, its affine."""
+        on_scan, affine = map_to_scan(importance, self.volume_path, self.params)
+        return render_panels(panels_for(self.volume, on_scan), self.display, title), on_scan, affine

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -29,9 +28,9 @@ from pipeline.evaluate.crossval import fold_dir
 from pipeline.evaluate.folds import evaluation_dir
 from pipeline.explain.attribution import AttributionConfig, attribute, importance, method_explainer
 from pipeline.explain.cases import select_cases
-from pipeline.explain.render import panels_for, render_panels, window
+from pipeline.explain.render import ScanOverlay
 from pipeline.explain.sanity import deletion_curve, randomisation_check
-from pipeline.explain.spatial import map_to_scan, write_map_nifti
+from pipeline.explain.spatial import write_map_nifti
 from pipeline.inference import LoadedModel, load_model
 from pipeline.preprocess import preprocess_catalog
 from pipeline.storage import Workdir, write_bytes_if_changed, write_parquet_if_changed
@@ -130,10 +129,7 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
         target = members[0].classes.index(int(metrics["classes"][predicted]))
         inputs.append((x, target, members[0]))
         scan = catalog.loc[case.scan_id]
-        params = pre.effective(scan["modality"] if isinstance(scan["modality"], str) else None, int(scan["dims"]))
-        volume_path = workdir / scan["volume_path"]
-        volume = np.asarray(nib.load(str(volume_path)).dataobj, dtype=np.float32)
-        display = window(volume, tuple(params["window"]) if params.get("window") else None)
+        overlay = ScanOverlay.load(workdir / scan["volume_path"], pre.effective(scan["modality"], int(scan["dims"])))
         case_dir = folder / f"{case.kind}_{number}_{case.scan_id}"
         files = {}
         for method in cfg.methods:
@@ -142,11 +138,11 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
             timings[method] += time.perf_counter() - started
             signed = np.mean([a.signed for a in maps], axis=0)
             deltas[method] += [a.relative_delta for a in maps if a.relative_delta is not None]
-            on_scan, affine = map_to_scan(importance(signed, method), volume_path, params)
             title = f"{case.kind}: p={case.p:.3f} (threshold {metrics['operating_point']['threshold']:.3f}), {method}"
-            write_bytes_if_changed(case_dir / f"{method}.png", render_panels(panels_for(volume, on_scan), display, title))
+            png, on_scan, affine = overlay.render(importance(signed, method), title)
+            write_bytes_if_changed(case_dir / f"{method}.png", png)
             files[method] = str((case_dir / f"{method}.png").relative_to(workdir))
-            if 1 not in volume.shape:
+            if 1 not in overlay.volume.shape:
                 write_map_nifti(case_dir / f"{method}.nii", on_scan, affine)
         records.append({"scan_id": case.scan_id, "patient_id": case.patient_id, "kind": case.kind, "label": int(case.label),
                         "p": float(case.p), "predicted_class": metrics["classes"][predicted], "source": source,

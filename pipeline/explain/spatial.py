@@ -25,6 +25,7 @@ from monai.transforms import (
 )
 
 from pipeline.preprocess.transforms import KEY
+from pipeline.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,6 @@ def map_to_scan(map_: np.ndarray, volume_path: Path, params: dict[str, Any]) -> 
 
 def write_map_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     """An attribution map as NIfTI-1 with the scan's affine and an empty description (no metadata)."""
-    from pipeline.storage import atomic_write
-
     image = nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine)
     image.header["descrip"] = b"scanlens attribution"
     atomic_write(path, lambda tmp: nib.save(image, str(tmp)), durable=False)

@@ -81,7 +81,7 @@ def preprocess_catalog(
     folder.mkdir(parents=True, exist_ok=True)
     keys, tasks = [], []
     for row in scans.itertuples(index=False):
-        params = config.effective(row.modality if isinstance(row.modality, str) else None, int(row.dims))
+        params = config.effective(row.modality, int(row.dims))
         key = cache_key(row.content_hash, params)
         keys.append(key)
         target = folder / f"{key}.npy"

@@ -75,11 +75,13 @@ class PreprocessConfig:
     def config_hash(self) -> str:
         return _hash(asdict(self))
 
-    def effective(self, modality: str | None, scan_dims: int) -> dict[str, Any]:
+    def effective(self, modality: object, scan_dims: int) -> dict[str, Any]:
         """The parameters that shape this scan's output: the cache key hashes these and nothing else.
 
+        ``modality`` is the catalogue's value; a missing one (None or NaN) counts as unknown.
         Changing the CT window therefore recomputes CT scans only; a 2D scan ignores the slice strategy.
         """
+        modality = modality if isinstance(modality, str) else None
         mode = self.intensity
         if mode == "auto":
             mode = "ct_window" if modality == "CT" else "percentile" if modality in ("MR", "PT") else "minmax"

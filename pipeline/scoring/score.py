@@ -14,15 +14,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
 
 from pipeline.errors import UserInputError
 from pipeline.explain.attribution import attribute, importance
-from pipeline.explain.render import panels_for, render_panels, window
-from pipeline.explain.spatial import map_to_scan
+from pipeline.explain.render import ScanOverlay
 from pipeline.inference import LoadedModel, load_model, predict_probabilities
 from pipeline.preprocess import preprocess_catalog
 from pipeline.registry import Registry
@@ -93,12 +91,8 @@ def _overlay(workdir: Path, champion: Champion, scan_id: str, cache: Path, scan:
     target = champion.models[0].classes.index(int(champion.classes[-1]))
     signed = np.mean([attribute(m.model, x.to(m.device.device), target, "gradcam").signed for m in champion.models], axis=0)
     pre = champion.models[0].preprocess
-    params = pre.effective(scan["modality"] if isinstance(scan["modality"], str) else None, int(scan["dims"]))
-    volume_path = workdir / scan["volume_path"]
-    volume = np.asarray(nib.load(str(volume_path)).dataobj, dtype=np.float32)
-    on_scan, _ = map_to_scan(importance(signed, "gradcam"), volume_path, params)
-    display = window(volume, tuple(params["window"]) if params.get("window") else None)
+    overlay = ScanOverlay.load(workdir / scan["volume_path"], pre.effective(scan["modality"], int(scan["dims"])))
     title = f"p={p:.3f} (threshold {champion.threshold:.3f}), GradCAM, model {champion.version}"
-    write_bytes_if_changed(workdir / "scoring" / "overlays" / f"{scan_id}_{champion.version}.png",
-                           render_panels(panels_for(volume, on_scan), display, title))
+    png, _, _ = overlay.render(importance(signed, "gradcam"), title)
+    write_bytes_if_changed(workdir / "scoring" / "overlays" / f"{scan_id}_{champion.version}.png", png)
 
