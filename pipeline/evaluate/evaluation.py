@@ -73,8 +73,9 @@ def _collect(workdir: Path, folds: Folds) -> tuple[pd.DataFrame, list[dict[str, 
     return pd.concat(frames, ignore_index=True), records
 
 
-def _positive(frame: pd.DataFrame, classes: list[str]) -> np.ndarray:
-    return frame[f"prob_{classes[-1]}"].to_numpy()
+def _binary(frame: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 labels (1 = the positive class, ``classes[-1]``) and the positive-class probabilities."""
+    return (frame["label"].to_numpy() == int(classes[-1])).astype(int), frame[f"prob_{classes[-1]}"].to_numpy()
 
 
 def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings()) -> Evaluation:
@@ -96,14 +97,14 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
     metrics: dict[str, Any] = {
         "task": "binary" if binary else "multiclass", "classes": classes, "positive_class": classes[-1] if binary else None,
         "settings": {"n_folds": folds.settings.n_folds, "fold_seed": folds.settings.seed, "dims": folds.settings.dims,
-                     "test_set": folds.test_source, "folds_hash": folds.folds_hash, "n_resamples": settings.n_resamples, "ci_level": settings.level,
+                     "test_set": folds.test_source, "folds_hash": folds.folds_hash, "n_resamples": settings.n_resamples,
+                     "ci_level": settings.level,
                      "bootstrap": "patient-level (cluster) percentile bootstrap", "bootstrap_seed": settings.seed},
         "counts": fold_counts(folds.frame), "fold_warnings": folds.problems,
         "models": [{"fold": r["fold"], "model_id": r["model_id"], "best_val_auroc": r["best_val_auroc"]} for r in records],
     }
     if binary:
-        y_oof, p_oof = oof["label"].to_numpy(), _positive(oof, classes)
-        y_oof = (y_oof == int(classes[-1])).astype(int)
+        y_oof, p_oof = _binary(oof, classes)
         threshold = choose_threshold(y_oof, p_oof, settings.target_sensitivity)
         metrics["operating_point"] = {
             "rule": rule, "threshold": threshold,
@@ -111,12 +112,11 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
                          "and applied unchanged to the test set"}
         metrics["oof"] = binary_block(y_oof, p_oof, oof["patient_id"].to_numpy(), threshold, *args)
         metrics["test"] = None if test.empty else binary_block(
-            (test["label"].to_numpy() == int(classes[-1])).astype(int), _positive(test, classes),
-            test["patient_id"].to_numpy(), threshold, *args)
+            *_binary(test, classes), test["patient_id"].to_numpy(), threshold, *args)
         metrics["folds"] = []
         for k, part in oof.groupby("fold"):
-            block = binary_block((part["label"].to_numpy() == int(classes[-1])).astype(int), _positive(part, classes),
-                                 part["patient_id"].to_numpy(), threshold, *args, with_calibration=False)
+            block = binary_block(*_binary(part, classes), part["patient_id"].to_numpy(), threshold, *args,
+                                 with_calibration=False)
             metrics["folds"].append({"fold": int(k), **block})
     else:
         metrics["operating_point"] = {"rule": "argmax", "threshold": None,
@@ -154,9 +154,8 @@ def _subgroups(workdir: Path, oof: pd.DataFrame, test: pd.DataFrame, classes: li
         if frame.empty:
             out[name] = None
             continue
-        joined = with_subgroup_columns(frame.assign(p=_positive(frame, classes),
-                                                    label=(frame["label"] == int(classes[-1])).astype(int)),
-                                       catalog, list(settings.subgroups))
+        y, p = _binary(frame, classes)
+        joined = with_subgroup_columns(frame.assign(p=p, label=y), catalog, list(settings.subgroups))
         out[name] = subgroup_table(joined, list(settings.subgroups), threshold, settings.min_subgroup_patients,
                                    settings.n_resamples, settings.seed)
     return out
@@ -176,7 +175,7 @@ def _plots(folder: Path, oof: pd.DataFrame, test: pd.DataFrame, classes: list[st
         curves = []
         grid = np.linspace(0, 1, 101)
         for label, frame in sets:
-            y, p = (frame["label"].to_numpy() == positive).astype(int), _positive(frame, classes)
+            y, p = _binary(frame, classes)
             weights = np.vstack(list(bootstrap_weights(frame["patient_id"].to_numpy(), settings.n_resamples, settings.seed)))
             band = (grid, *roc_band(y, p, weights, grid, settings.level)) if 0 < y.sum() < len(y) else None
             curves.append({"label": label, "y": y, "p": p, "band": band})
@@ -185,7 +184,7 @@ def _plots(folder: Path, oof: pd.DataFrame, test: pd.DataFrame, classes: list[st
         blocks = [("out-of-fold", metrics["oof"])] + ([("test", metrics["test"])] if metrics["test"] else [])
         images["calibration"] = plots.calibration_plot(blocks)
         threshold = metrics["operating_point"]["threshold"]
-        panels = [(label, frame["label"].to_numpy(), np.where(_positive(frame, classes) >= threshold,
+        panels = [(label, frame["label"].to_numpy(), np.where(_binary(frame, classes)[1] >= threshold,
                                                                positive, int(classes[0]))) for label, frame in sets]
         images["confusion_matrix"] = plots.confusion_plot(
             panels, classes, f"operating point p >= {threshold:.3f} ({metrics['operating_point']['rule']}), "
