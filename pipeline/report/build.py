@@ -31,7 +31,7 @@ from pipeline.evaluate.crossval import fold_dir
 from pipeline.evaluate.folds import evaluation_dir
 from pipeline.explain.run import saliency_dir
 from pipeline.report.claim import CLAIM_2024
-from pipeline.storage import Workdir, atomic_write_bytes, read_parquet
+from pipeline.storage import Workdir, atomic_write, atomic_write_bytes, read_parquet
 from pipeline.train.card import git_sha, library_versions
 
 log = logging.getLogger(__name__)
@@ -130,18 +130,20 @@ def build_report(workdir: Path, settings: ReportSettings = ReportSettings(), tod
         log.info("report up to date: %s", path)
         return Report(path, int(json.loads(sidecar.read_text())["pages"]))
     story = _story(workdir, metrics, sanity, cases, cards, catalog, quarantine, settings, date)
-    buffer_path = path.with_suffix(".partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = _Document(str(buffer_path), pagesize=A4, leftMargin=2 * cm, rightMargin=2 * cm, topMargin=2 * cm,
-                    bottomMargin=2 * cm, title="ScanLens interpretability report", author="ScanLens",
-                    subject=f"Model {cards[0]['model_id']}", creator=f"ScanLens {__version__}", keywords="",
-                    invariant=1)
-    doc.multiBuild(story, onFirstPage=_page_number, onLaterPages=_page_number)
-    atomic_write_bytes(path, buffer_path.read_bytes())
-    buffer_path.unlink()
-    atomic_write_bytes(sidecar, json.dumps({"pages": doc.page, "sections": list(SECTIONS)}).encode())
-    log.info("report: %s (%d pages)", path, doc.page)
-    return Report(path, doc.page)
+    pages: list[int] = []
+
+    def write(tmp: Path) -> None:
+        doc = _Document(str(tmp), pagesize=A4, leftMargin=2 * cm, rightMargin=2 * cm, topMargin=2 * cm,
+                        bottomMargin=2 * cm, title="ScanLens interpretability report", author="ScanLens",
+                        subject=f"Model {cards[0]['model_id']}", creator=f"ScanLens {__version__}", keywords="",
+                        invariant=1)
+        doc.multiBuild(story, onFirstPage=_page_number, onLaterPages=_page_number)
+        pages.append(doc.page)
+
+    atomic_write(path, write)
+    atomic_write_bytes(sidecar, json.dumps({"pages": pages[0], "sections": list(SECTIONS)}).encode())
+    log.info("report: %s (%d pages)", path, pages[0])
+    return Report(path, pages[0])
 
 
 def _story(workdir: Path, metrics: dict[str, Any], sanity: dict[str, Any], cases: pd.DataFrame,
@@ -255,7 +257,8 @@ def _story(workdir: Path, metrics: dict[str, Any], sanity: dict[str, Any], cases
         for case in chosen.itertuples(index=False):
             files = list(json.loads(case.files).values())
             out.append(Paragraph(f"{case.scan_id}: label {case.label}, p = {case.p:.3f}", body))
-            two_d = _image(workdir / files[0], 1).imageWidth < 1.5 * _image(workdir / files[0], 1).imageHeight
+            first = _image(workdir / files[0], 1)
+            two_d = first.imageWidth < 1.5 * first.imageHeight
             per_row = 2 if two_d else 1
             cells = [_image(workdir / rel, width / per_row - 0.3 * cm) for rel in files]
             grid = [cells[i:i + per_row] + [""] * (per_row - len(cells[i:i + per_row])) for i in range(0, len(cells), per_row)]
