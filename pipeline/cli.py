@@ -124,6 +124,24 @@ def _parser() -> argparse.ArgumentParser:
         if name == "register":
             action.add_argument("--report", type=Path, default=None, help="the report PDF to store with it")
 
+    sc = commands.add_parser(
+        "score", help="score the studies in an inbox folder with the champion (what the Dagster sensor does)",
+        description="Each top-level folder of INBOX is one study (any layout inside). Every study is ingested and "
+        "de-identified into W/scoring/intake/<key>/ (unreadable files are quarantined there with a reason), scored "
+        "with the registry's champion into W/scoring/scores.parquet (pseudonymous ids, probability, decision at the "
+        "champion's operating point, model version) with a GradCAM overlay in W/scoring/overlays/, and, with --out, "
+        "a DICOM Comprehensive SR and a Secondary Capture of the overlay per scan are written to OUTBOX. Scans "
+        "already scored by the current champion are skipped. INBOX is never modified.",
+    )
+    sc.add_argument("inbox", type=Path, help="inbox folder: one folder per study")
+    sc.add_argument("--workdir", type=Path, required=True, help="work folder W (holds the registry)")
+    sc.add_argument("--out", type=Path, default=None, help="outbox for the DICOM SR and Secondary Capture objects")
+    sc.add_argument("--secret", default=None, help="pseudonymisation key (default: $SCANLENS_SECRET or W/.scanlens/secret.key)")
+    sc.add_argument("--stable-seconds", type=float, default=0.0,
+                    help="skip (for now) studies with a file modified less than this many seconds ago")
+    sc.add_argument("--no-overlays", action="store_true", help="skip the GradCAM overlays (and the Secondary Captures)")
+    sc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
     st = commands.add_parser("status", help="summarise a work folder: scans, labels, quarantine, output paths")
     st.add_argument("--workdir", type=Path, required=True, help="work folder W")
     return parser
@@ -254,6 +272,37 @@ def _registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    import time
+
+    from pipeline.deid import Pseudonymizer, load_secret
+    from pipeline.scoring import load_champion
+    from pipeline.scoring.inbox import settled_studies
+    from pipeline.scoring.study import score_study
+    from pipeline.storage import Workdir
+
+    workdir = args.workdir.resolve()
+    champion = load_champion(workdir, args.device)
+    secret = load_secret(args.secret, Workdir(workdir).secret_file)
+    poll = settled_studies(args.inbox.resolve(), Pseudonymizer(secret), time.time(), args.stable_seconds)
+    totals = {"scored": 0, "skipped": 0, "dicom": 0}
+    for study in poll.ready:
+        done = score_study(workdir, study.folder, study.key, args.out.resolve() if args.out else None, secret.decode(),
+                           champion, overlays=not args.no_overlays)
+        quarantined = ", ".join(f"{k}={v}" for k, v in done.quarantine_by_reason.items()) or "none"
+        sys.stdout.write(f"{study.key}: {done.n_scans} scans, {len(done.scores)} scored, {done.n_skipped} already "
+                         f"scored; quarantined: {quarantined}\n")
+        totals["scored"] += len(done.scores)
+        totals["skipped"] += done.n_skipped
+        totals["dicom"] += len(done.dicom_outputs)
+    sys.stdout.write(f"{len(poll.ready)} studies with champion {champion.version}: {totals['scored']} scans scored, "
+                     f"{totals['skipped']} already scored, {totals['dicom']} DICOM objects written"
+                     f"{f' to {args.out}' if args.out else ''}; {poll.waiting} studies still being written or empty, "
+                     f"{poll.loose_files} loose files outside study folders (not scored)\n"
+                     f"scores: {workdir / 'scoring' / 'scores.parquet'}\n")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from pipeline.storage import Workdir, read_parquet
 
@@ -326,7 +375,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
-            "explain": _explain, "report": _report, "registry": _registry, "status": _status}
+            "explain": _explain, "report": _report, "registry": _registry, "score": _score,
+            "status": _status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

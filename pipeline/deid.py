@@ -70,6 +70,10 @@ class Pseudonymizer:
     def scan(self, identity: str) -> str:
         return "scan_" + self._digest("scan", identity)
 
+    def inbox(self, folder_name: str) -> str:
+        """Key of an inbox study folder (folder names often hold a name or an accession number)."""
+        return "inbox_" + self._digest("inbox", folder_name)
+
     def fingerprint(self) -> str:
         """A value that changes when the secret changes, without revealing it."""
         return self._digest("fingerprint", "scanlens")

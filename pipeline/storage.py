@@ -7,10 +7,13 @@ never leaves a partial table or volume where a reader could see it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -117,3 +120,19 @@ def read_parquet(path: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     return pd.read_parquet(path)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for a read-modify-write.
+
+    Two runs that append to one table (two scoring runs started together) take turns instead of
+    losing each other's rows. The lock is released when the block ends or the process dies.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

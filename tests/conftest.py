@@ -105,3 +105,34 @@ requires_poppler = pytest.mark.skipif(
     __import__("shutil").which("pdftoppm") is None and __import__("os").environ.get("CI") != "true",
     reason="poppler-utils (pdftoppm, pdftotext) not installed; `make test` installs it where it runs as root",
 )
+
+
+@pytest.fixture(scope="session")
+def champion_workdir(reported_workdir: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[type-arg]
+    """The reported tiny work folder with its evaluation registered and promoted to champion (2D, 32 px)."""
+    import shutil
+
+    from pipeline.registry import Registry
+
+    workdir = tmp_path_factory.mktemp("champion") / "w"
+    shutil.copytree(reported_workdir[0], workdir, ignore=shutil.ignore_patterns("checkpoint.pt", "registry", "scoring"))
+    registry = Registry(workdir)
+    registry.promote(registry.register().version, "test fixture")
+    return workdir
+
+
+def make_inbox(root: Path, per_split: int = 1, seed: int = 7) -> Path:
+    """An inbox of new BreastMNIST studies (synthetic DICOM headers), one folder per study named
+    ``<MRN>_<accession>`` as a PACS export might name them."""
+    import shutil
+
+    from pipeline.demo import DemoArchive, prepare_demo_source
+
+    made = prepare_demo_source([DemoArchive(REPO / "data" / "demo" / "breastmnist.npz", per_split)],
+                               root / "export", root / "export_labels.csv", seed=seed)
+    inbox = root / "inbox"
+    inbox.mkdir(parents=True)
+    for study in sorted(made.folder.glob("*/*/*")):
+        shutil.move(str(study), str(inbox / f"{study.parent.name}_{study.name}"))
+    shutil.rmtree(made.folder)
+    return inbox

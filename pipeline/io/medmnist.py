@@ -81,11 +81,10 @@ def _subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     index = np.arange(len(labels))
     if limit is None or limit >= len(labels):
         return index
-    stratify = labels if np.bincount(labels).min(initial=len(labels)) >= 2 or np.unique(labels).size == 1 else None
     try:
         chosen, _ = train_test_split(index, train_size=limit, stratify=labels, random_state=seed)
-    except ValueError:
-        chosen, _ = train_test_split(index, train_size=limit, stratify=stratify, random_state=seed)
+    except ValueError:  # too few items (fewer than classes, or a class of one): a plain random subset
+        chosen, _ = train_test_split(index, train_size=limit, stratify=None, random_state=seed)
     return np.sort(chosen)
 
 

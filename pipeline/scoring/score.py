@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from pipeline.explain.render import ScanOverlay
 from pipeline.inference import LoadedModel, load_model, predict_probabilities
 from pipeline.preprocess import preprocess_catalog
 from pipeline.registry import Registry
-from pipeline.storage import read_parquet, write_bytes_if_changed, write_parquet_if_changed
+from pipeline.storage import file_lock, read_parquet, write_bytes_if_changed, write_parquet_if_changed
 
 log = logging.getLogger(__name__)
 SCORE_COLUMNS = ["scan_id", "patient_id", "study_id", "probability", "decision", "threshold", "model_version"]
@@ -37,12 +38,18 @@ class Champion:
     threshold: float
     classes: list[str]
 
+    @property
+    def dims(self) -> int:
+        """2 or 3: the scans this champion reads (its preprocessing's spatial dimensions)."""
+        return int(self.models[0].preprocess.dims)
+
 
 @dataclass(frozen=True)
 class ScoreResult:
     scores: pd.DataFrame  # rows written in this call
-    n_skipped: int
+    n_skipped: int  # already scored by this champion
     table: Path
+    n_incompatible: int = 0  # scans of other dimensions than the champion reads (not scored)
 
 
 def load_champion(workdir: Path, device: str = "auto") -> Champion:
@@ -57,18 +64,41 @@ def load_champion(workdir: Path, device: str = "auto") -> Champion:
     return Champion(version, models, float(record["operating_point"]["threshold"]), list(record["classes"]))
 
 
-def score_scans(workdir: Path, scans: pd.DataFrame, champion: Champion | None = None, overlays: bool = True) -> ScoreResult:
-    """Score catalogue rows ``scans`` (labels not needed) unless the champion already scored them."""
+def scores_table(workdir: Path) -> Path:
+    """``W/scoring/scores.parquet``."""
+    return workdir / "scoring" / "scores.parquet"
+
+
+def overlay_path(workdir: Path, scan_id: str, version: str) -> Path:
+    """Where the GradCAM overlay PNG of ``scan_id`` scored by ``version`` is written."""
+    return workdir / "scoring" / "overlays" / f"{scan_id}_{version}.png"
+
+
+def score_scans(
+    workdir: Path, scans: pd.DataFrame, champion: Champion | None = None, overlays: bool = True,
+    scan_root: Path | None = None, on_scored: Callable[[pd.DataFrame], None] | None = None,
+) -> ScoreResult:
+    """Score catalogue rows ``scans`` (labels not needed) unless the champion already scored them.
+
+    ``scan_root`` is the work folder the rows' ``volume_path`` is relative to (default ``workdir``;
+    scoring an inbox study uses its own intake folder); their preprocessing cache goes there too.
+    Scans of other dimensions than the champion reads are counted in ``n_incompatible``, not scored.
+    ``on_scored(rows)`` runs after the overlays and before the rows join the table, so that what it
+    writes (DICOM outputs) exists whenever the table says a scan is scored.
+    """
     champion = champion or load_champion(workdir)
-    table_path = workdir / "scoring" / "scores.parquet"
+    scan_root = scan_root or workdir
+    table_path = scores_table(workdir)
+    compatible = scans[scans["dims"].astype(int) == champion.dims]
     existing = read_parquet(table_path)
     done = set() if existing is None else set(existing.loc[existing["model_version"] == champion.version, "scan_id"])
-    todo = scans[~scans["scan_id"].isin(done)]
+    todo = compatible[~compatible["scan_id"].isin(done)]
+    n_incompatible, n_skipped = len(scans) - len(compatible), len(compatible) - len(todo)
     if todo.empty:
-        return ScoreResult(pd.DataFrame(columns=SCORE_COLUMNS), len(scans), table_path)
+        return ScoreResult(pd.DataFrame(columns=SCORE_COLUMNS), n_skipped, table_path, n_incompatible)
     pre = champion.models[0].preprocess
-    index = preprocess_catalog(workdir, pre, scans=todo.assign(label=0)).index
-    probabilities = np.mean([predict_probabilities(m, workdir, index) for m in champion.models], axis=0)
+    index = preprocess_catalog(scan_root, pre, scans=todo.assign(label=0)).index
+    probabilities = np.mean([predict_probabilities(m, scan_root, index) for m in champion.models], axis=0)
     positive = champion.classes[-1]
     p = probabilities[:, champion.models[0].classes.index(int(positive))]
     study = todo.set_index("scan_id")["study_id"]
@@ -76,23 +106,30 @@ def score_scans(workdir: Path, scans: pd.DataFrame, champion: Champion | None = 
                          "study_id": [study[s] for s in index["scan_id"]], "probability": p,
                          "decision": np.where(p >= champion.threshold, positive, champion.classes[0]),
                          "threshold": champion.threshold, "model_version": champion.version})
-    table = rows if existing is None else pd.concat([existing, rows], ignore_index=True)
-    write_parquet_if_changed(table_path, table.sort_values(["scan_id", "model_version"]).reset_index(drop=True))
     if overlays:
         catalog_rows = todo.set_index("scan_id")
         for row, score in zip(index.itertuples(index=False), p):
-            _overlay(workdir, champion, row.scan_id, workdir / row.cache_path, catalog_rows.loc[row.scan_id], float(score))
-    log.info("scored %d scans with %s (%d already scored)", len(rows), champion.version, len(scans) - len(todo))
-    return ScoreResult(rows, len(scans) - len(todo), table_path)
+            _overlay(workdir, champion, row.scan_id, scan_root / row.cache_path,
+                     scan_root / catalog_rows.loc[row.scan_id, "volume_path"], catalog_rows.loc[row.scan_id], float(score))
+    if on_scored is not None:
+        on_scored(rows)
+    with file_lock(table_path.with_name(".scores.lock")):  # concurrent scoring runs append in turn
+        existing = read_parquet(table_path)
+        table = rows if existing is None else pd.concat([existing, rows], ignore_index=True)
+        table = table.drop_duplicates(["scan_id", "model_version"], keep="last")
+        write_parquet_if_changed(table_path, table.sort_values(["scan_id", "model_version"]).reset_index(drop=True))
+    log.info("scored %d scans with %s (%d already scored, %d of other dimensions)", len(rows), champion.version,
+             n_skipped, n_incompatible)
+    return ScoreResult(rows, n_skipped, table_path, n_incompatible)
 
 
-def _overlay(workdir: Path, champion: Champion, scan_id: str, cache: Path, scan: pd.Series, p: float) -> None:
+def _overlay(workdir: Path, champion: Champion, scan_id: str, cache: Path, volume: Path, scan: pd.Series,
+             p: float) -> None:
     x = torch.from_numpy(np.load(cache))[None]
     target = champion.models[0].classes.index(int(champion.classes[-1]))
     signed = np.mean([attribute(m.model, x.to(m.device.device), target, "gradcam").signed for m in champion.models], axis=0)
     pre = champion.models[0].preprocess
-    overlay = ScanOverlay.load(workdir / scan["volume_path"], pre.effective(scan["modality"], int(scan["dims"])))
+    overlay = ScanOverlay.load(volume, pre.effective(scan["modality"], int(scan["dims"])))
     title = f"p={p:.3f} (threshold {champion.threshold:.3f}), GradCAM, model {champion.version}"
     png, _, _ = overlay.render(importance(signed, "gradcam"), title)
-    write_bytes_if_changed(workdir / "scoring" / "overlays" / f"{scan_id}_{champion.version}.png", png)
-
+    write_bytes_if_changed(overlay_path(workdir, scan_id, champion.version), png)

@@ -1,0 +1,98 @@
+"""Scoring one inbox study end to end: ingest, preprocess, score, overlays, DICOM outputs.
+
+The study folder is ingested with the same reader and de-identification as any source (step 1),
+into its own intake work folder ``W/scoring/intake/<study key>/`` (so that studies scored in
+parallel never write the same tables), with the project's pseudonymisation secret, so that its
+``scan_id``/``patient_id``/``study_id`` equal what a training ingest of the same files would give.
+Unreadable or broken files are quarantined there with a reason (``quarantine.parquet``) and the
+rest of the study is scored. Scores join ``W/scoring/scores.parquet``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from pipeline.config import IngestConfig
+from pipeline.deid import load_secret
+from pipeline.ingest import ingest
+from pipeline.scoring.dicom_out import ScoredScan, read_source_headers, write_score_outputs
+from pipeline.scoring.score import Champion, load_champion, overlay_path, score_scans
+from pipeline.storage import Workdir, read_parquet
+
+log = logging.getLogger(__name__)
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class StudyScoring:
+    """What scoring one study did, in pseudonymous ids and counts (safe for logs and Dagster metadata)."""
+
+    key: str
+    model_version: str
+    n_files: int
+    n_scans: int
+    scores: pd.DataFrame  # rows added in this call
+    n_skipped: int  # scans already scored by this champion
+    n_incompatible: int  # scans of other dimensions than the champion reads
+    quarantine_by_reason: dict[str, int]
+    dicom_outputs: list[Path] = field(default_factory=list)
+    n_without_dicom_source: int = 0  # scored scans that came from NIfTI: no SR/SC can reference a study
+
+
+def intake_dir(workdir: Path, key: str) -> Path:
+    """``W/scoring/intake/<key>``: the work folder one inbox study is ingested into."""
+    return workdir / "scoring" / "intake" / key
+
+
+def score_study(
+    workdir: Path, folder: Path, key: str, outbox: Path | None = None, secret: str | None = None,
+    champion: Champion | None = None, overlays: bool = True, workers: int | None = None,
+) -> StudyScoring:
+    """Ingest the study ``folder`` (read only) and score its scans with the champion.
+
+    ``outbox`` receives a DICOM SR per scored scan and, with ``overlays``, a Secondary Capture of
+    its GradCAM overlay. Re-running on an unchanged folder with the same champion does nothing.
+    """
+    champion = champion or load_champion(workdir)
+    seed = load_secret(secret, Workdir(workdir).secret_file)
+    intake = intake_dir(workdir, key)
+    result = ingest(IngestConfig(source=folder, workdir=intake, secret=seed.decode(), workers=workers))
+    catalog = pd.read_parquet(intake / "catalog.parquet")
+    manifest = pd.read_parquet(intake / "ingest_manifest.parquet")
+    written: list[Path] = []
+    no_source = Counter[str]()
+
+    def write_outputs(rows: pd.DataFrame) -> None:
+        if outbox is None:
+            return
+        for row in rows.itertuples(index=False):
+            members = manifest.loc[(manifest["scan_id"] == row.scan_id) & (manifest["status"] == "catalogued"),
+                                   "source_path"]
+            paths = [folder / p for p in members if not p.lower().endswith(NIFTI_SUFFIXES)]
+            if not paths:
+                no_source["nifti"] += 1
+                continue
+            rgb = None
+            png = overlay_path(workdir, row.scan_id, champion.version)
+            if overlays and png.exists():
+                rgb = np.asarray(Image.open(io.BytesIO(png.read_bytes())).convert("RGB"))
+            scored = ScoredScan(row.scan_id, champion.version, float(row.probability), champion.threshold,
+                                str(row.decision), str(champion.classes[-1]))
+            out = write_score_outputs(outbox, read_source_headers(paths), scored, rgb, seed)
+            written.extend(p for p in (out.sr, out.sc) if p is not None)
+
+    scored = score_scans(workdir, catalog, champion, overlays, scan_root=intake, on_scored=write_outputs)
+    quarantine = read_parquet(intake / "quarantine.parquet")
+    reasons = dict(sorted(Counter(quarantine["reason"]).items())) if quarantine is not None else {}
+    log.info("study %s: %d files, %d scans, %d scored, %d already scored, quarantined %s", key,
+             result.n_source_files, len(catalog), len(scored.scores), scored.n_skipped, reasons)
+    return StudyScoring(key, champion.version, result.n_source_files, len(catalog), scored.scores, scored.n_skipped,
+                        scored.n_incompatible, reasons, written, no_source["nifti"])
