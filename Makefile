@@ -34,12 +34,19 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
 
-# Debian packages the tests use: poppler-utils renders the report's pages (pdftoppm, pdftotext).
+# Debian packages the tests use: poppler-utils renders the report's pages (pdftoppm, pdftotext);
+# chromium and chromium-driver drive the Dagster UI in tests/e2e/test_ui_browser.py. Each is
+# "command:package"; only the missing ones are installed (one apt-get update), and only as root.
+SYSTEM_DEPS := pdftoppm:poppler-utils chromium:chromium chromedriver:chromium-driver
 system-deps:
-	@command -v pdftoppm >/dev/null 2>&1 || { \
+	@missing=""; for dep in $(SYSTEM_DEPS); do \
+	  command -v "$${dep%%:*}" >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null; \
-	  else echo "note: poppler-utils missing and not installable here (needs root and apt-get); its tests skip"; fi; }
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "note:$$missing missing and not installable here (needs root and apt-get); their tests skip"; fi; \
+	fi
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest

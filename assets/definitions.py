@@ -9,10 +9,11 @@ from assets.ingest import demo_studies, scan_catalog
 from assets.interpretability import interpretability_report, saliency_maps
 from assets.operations import RETRAIN_CRON, champion_model, model_version
 from assets.resources import ScanLensProject, secret_resource
+from assets.scoring import ScoringInbox, inbox_sensor, scan_scores, score_new_scans
 from assets.training import preprocessed_scans, trained_model
 
 all_assets = [demo_studies, scan_catalog, preprocessed_scans, trained_model, cv_folds, fold_models, cv_evaluation,
-              saliency_maps, interpretability_report, model_version, champion_model]
+              saliency_maps, interpretability_report, model_version, champion_model, scan_scores]
 
 scanlens_demo = dg.define_asset_job(
     "scanlens_demo",
@@ -43,7 +44,8 @@ def weekly_retraining(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=[scanlens_demo, train_and_evaluate],
+    jobs=[scanlens_demo, train_and_evaluate, score_new_scans],
     schedules=[weekly_retraining],
-    resources={"project": ScanLensProject(), "secret": secret_resource()},
+    sensors=[inbox_sensor],
+    resources={"project": ScanLensProject(), "secret": secret_resource(), "inbox": ScoringInbox()},
 )

@@ -1,0 +1,121 @@
+"""Group ``scoring``: new studies from an inbox folder, scored with the champion.
+
+``inbox_sensor`` polls the inbox; each study folder whose file list has been stable for
+``stable_seconds`` becomes a dynamic partition of ``scan_scores`` (a keyed pseudonym of the folder
+name, never the name itself) and one run of ``score_new_scans``. The sensor's cursor remembers what
+it requested, and each run key names the study and its file list, so a study is requested once.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads Config/resource types from the annotations.
+
+import json
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from assets.common import IO_RETRY, OWNER, user_errors_are_final
+from assets.operations import champion_model
+from assets.resources import DEMO_ROOT, PseudonymSecret, ScanLensProject
+from pipeline.deid import Pseudonymizer, load_secret
+from pipeline.registry import Registry
+from pipeline.scoring.inbox import find_study, poll_inbox
+from pipeline.scoring.study import score_study
+from pipeline.storage import Workdir
+
+#: One partition per inbox study; keys are ``inbox_<16 hex>`` pseudonyms.
+INBOX_STUDIES = dg.DynamicPartitionsDefinition(name="inbox_studies")
+
+
+class ScoringInbox(dg.ConfigurableResource):
+    """Where new studies arrive and where the DICOM outputs go.
+
+    Defaults: ``$SCANLENS_INBOX`` or ``<demo root>/inbox``; ``$SCANLENS_OUTBOX`` or ``<demo root>/outbox``;
+    a study counts as complete when its files have not changed for ``$SCANLENS_INBOX_STABLE_SECONDS``
+    (default 60) seconds.
+    """
+
+    inbox: str = os.environ.get("SCANLENS_INBOX", str(DEMO_ROOT / "inbox"))
+    outbox: str = os.environ.get("SCANLENS_OUTBOX", str(DEMO_ROOT / "outbox"))
+    stable_seconds: float = float(os.environ.get("SCANLENS_INBOX_STABLE_SECONDS", "60"))
+
+
+class ScanScoresConfig(dg.Config):
+    overlays: bool = Field(default=True, description="GradCAM overlay per scan (PNG, and a Secondary Capture)")
+    dicom_outputs: bool = Field(default=True, description="write a DICOM SR (and Secondary Capture) per scan to the outbox")
+    device: str = Field(default="auto", description="auto, cpu or cuda")
+
+
+def _pseudonymizer(project: ScanLensProject, secret: PseudonymSecret) -> Pseudonymizer:
+    return Pseudonymizer(load_secret(secret.secret, Workdir(project.workdir_path).secret_file))
+
+
+@dg.asset(group_name="scoring", owners=[OWNER], kinds={"pytorch", "dicom", "parquet"}, partitions_def=INBOX_STUDIES,
+          deps=[champion_model], retry_policy=IO_RETRY)
+def scan_scores(context: dg.AssetExecutionContext, config: ScanScoresConfig, project: ScanLensProject,
+                secret: PseudonymSecret, inbox: ScoringInbox) -> dg.MaterializeResult:
+    """Scores of one inbox study's scans by the champion (``W/scoring/scores.parquet``): pseudonymous ids,
+    probability, decision at the champion's operating point, model version; a GradCAM overlay per scan;
+    a DICOM SR and Secondary Capture per scan in the outbox, filed into the source study.
+
+    The study is ingested and de-identified like any source (unreadable files are quarantined with a
+    reason); scans already scored by the current champion are skipped.
+    """
+    from pipeline.scoring import load_champion
+
+    workdir = project.workdir_path
+    with user_errors_are_final():
+        folder = find_study(Path(inbox.inbox), context.partition_key, _pseudonymizer(project, secret))
+        champion = load_champion(workdir, config.device)
+        done = score_study(workdir, folder, context.partition_key,
+                           Path(inbox.outbox) if config.dicom_outputs else None, secret.secret, champion,
+                           overlays=config.overlays)
+    table = done.scores[["scan_id", "probability", "decision"]].to_markdown(index=False) if len(done.scores) else ""
+    return dg.MaterializeResult(metadata={
+        "model_version": done.model_version, "source_files": done.n_files, "scans": done.n_scans,
+        "scored": len(done.scores), "already_scored": done.n_skipped, "other_dimensions": done.n_incompatible,
+        "quarantined_by_reason": dg.MetadataValue.json(done.quarantine_by_reason),
+        "dicom_objects": len(done.dicom_outputs), "scored_from_nifti_without_dicom_output": done.n_without_dicom_source,
+        "scores": dg.MetadataValue.md(table or "nothing new to score"),
+        "scores_table": dg.MetadataValue.path(str(workdir / "scoring" / "scores.parquet")),
+    })
+
+
+score_new_scans = dg.define_asset_job(
+    "score_new_scans", selection=dg.AssetSelection.assets(scan_scores),
+    description="Score one inbox study (a partition of scan_scores) with the champion; launched by inbox_sensor.",
+    executor_def=dg.in_process_executor,
+)
+
+
+@dg.sensor(job=score_new_scans, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED)
+def inbox_sensor(context: dg.SensorEvaluationContext, project: ScanLensProject, secret: PseudonymSecret,
+                 inbox: ScoringInbox) -> dg.SensorResult | dg.SkipReason:
+    """Request one scoring run per complete new inbox study (files unchanged for ``stable_seconds``).
+
+    Shipped stopped: turn it on under Automation once a champion exists. Studies wait while there is
+    no champion.
+    """
+    folder = Path(inbox.inbox)
+    if not folder.is_dir():
+        return dg.SkipReason(f"inbox folder {folder} does not exist")
+    if Registry(project.workdir_path).champion() is None:
+        return dg.SkipReason("no champion model yet: new studies wait in the inbox")
+    state = json.loads(context.cursor) if context.cursor else {}
+    poll = poll_inbox(folder, state, time.time(), inbox.stable_seconds, _pseudonymizer(project, secret))
+    if poll.loose_files:
+        context.log.warning("%d files lie directly in the inbox: put each study in its own folder to score it",
+                            poll.loose_files)
+    cursor = json.dumps(poll.state, sort_keys=True)
+    if not poll.ready:
+        return dg.SensorResult(skip_reason=dg.SkipReason(f"no complete new study ({poll.waiting} still being "
+                                                         "written or empty)"), cursor=cursor)
+    keys = [study.key for study in poll.ready]
+    context.log.info("requesting scoring of %d studies: %s", len(keys), ", ".join(keys))
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=s.key, run_key=s.run_key) for s in poll.ready],
+        dynamic_partitions_requests=[INBOX_STUDIES.build_add_request(keys)],
+        cursor=cursor,
+    )
