@@ -77,8 +77,9 @@ def scan_scores(context: dg.AssetExecutionContext, config: ScanScoresConfig, pro
         "model_version": done.model_version, "source_files": done.n_files, "scans": done.n_scans,
         "scored": len(done.scores), "already_scored": done.n_skipped, "other_dimensions": done.n_incompatible,
         "quarantined_by_reason": dg.MetadataValue.json(done.quarantine_by_reason),
-        "dicom_objects": len(done.dicom_outputs), "scored_from_nifti_without_dicom_output": done.n_without_dicom_source,
+        "dicom_objects": len(done.dicom_outputs), "dicom_output_failures": dg.MetadataValue.json(done.dicom_failures), "scored_from_nifti_without_dicom_output": done.n_without_dicom_source,
         "scores": dg.MetadataValue.md(table or "nothing new to score"),
+        "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in done.seconds.items()}),
         "scores_table": dg.MetadataValue.path(str(workdir / "scoring" / "scores.parquet")),
     })
 

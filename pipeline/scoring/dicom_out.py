@@ -60,9 +60,44 @@ def _uid(seed: bytes, *parts: str) -> str:
     return generate_uid(entropy_srcs=[seed.hex(), *parts])
 
 
+#: What the outputs take from a source instance: the Patient and General Study modules (so that a
+#: PACS files them into the study) and the instance's own identity (for the SR's evidence).
+REFERENCE_KEYWORDS = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+    "Modality",
+)
+_VALID = {
+    "PatientSex": lambda v: v in ("M", "F", "O"),
+    "PatientBirthDate": lambda v: len(v) == 8 and v.isdigit(),
+    "StudyDate": lambda v: len(v) == 8 and v.isdigit(),
+    "StudyTime": lambda v: 2 <= len(v) <= 16 and v.replace(".", "").isdigit(),
+}
+
+
+#: Type 2 attributes of the Patient and General Study modules: present, empty when unknown.
+_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+           "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def reference_dataset(source: Dataset) -> Dataset:
+    """The source instance reduced to :data:`REFERENCE_KEYWORDS`. Values the standard does not allow
+    there (a PatientSex of "unknown", a malformed date), which highdicom would reject, become empty,
+    as does a missing Type 2 attribute."""
+    ref = Dataset()
+    for keyword in REFERENCE_KEYWORDS:
+        value = source.get(keyword)
+        check = _VALID.get(keyword)
+        if value is not None and value != "" and (check is None or check(str(value))):
+            setattr(ref, keyword, value)
+        elif keyword in _TYPE_2:
+            setattr(ref, keyword, None)
+    return ref
+
+
 def read_source_headers(paths: list[Path]) -> list[Dataset]:
-    """Headers (no pixels) of the source instances of one scan, in a stable order."""
-    return [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(paths)]
+    """Reference datasets (:func:`reference_dataset`) of the source instances of one scan, in a stable order."""
+    return [reference_dataset(pydicom.dcmread(p, stop_before_pixels=True)) for p in sorted(paths)]
 
 
 def _concept(value: str, meaning: str) -> hd.sr.CodedConcept:

@@ -11,7 +11,8 @@ by the current champion is skipped; a new champion scores it again (the old row 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -50,6 +51,7 @@ class ScoreResult:
     n_skipped: int  # already scored by this champion
     table: Path
     n_incompatible: int = 0  # scans of other dimensions than the champion reads (not scored)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: preprocess, inference, overlays, ...
 
 
 def load_champion(workdir: Path, device: str = "auto") -> Champion:
@@ -97,8 +99,12 @@ def score_scans(
     if todo.empty:
         return ScoreResult(pd.DataFrame(columns=SCORE_COLUMNS), n_skipped, table_path, n_incompatible)
     pre = champion.models[0].preprocess
+    clock = time.perf_counter()
     index = preprocess_catalog(scan_root, pre, scans=todo.assign(label=0)).index
+    seconds = {"preprocess": time.perf_counter() - clock}
+    clock = time.perf_counter()
     probabilities = np.mean([predict_probabilities(m, scan_root, index) for m in champion.models], axis=0)
+    seconds["inference"] = time.perf_counter() - clock
     positive = champion.classes[-1]
     p = probabilities[:, champion.models[0].classes.index(int(positive))]
     study = todo.set_index("scan_id")["study_id"]
@@ -106,13 +112,17 @@ def score_scans(
                          "study_id": [study[s] for s in index["scan_id"]], "probability": p,
                          "decision": np.where(p >= champion.threshold, positive, champion.classes[0]),
                          "threshold": champion.threshold, "model_version": champion.version})
+    clock = time.perf_counter()
     if overlays:
         catalog_rows = todo.set_index("scan_id")
         for row, score in zip(index.itertuples(index=False), p):
             _overlay(workdir, champion, row.scan_id, scan_root / row.cache_path,
                      scan_root / catalog_rows.loc[row.scan_id, "volume_path"], catalog_rows.loc[row.scan_id], float(score))
+    seconds["overlays"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     if on_scored is not None:
         on_scored(rows)
+    seconds["outputs"] = time.perf_counter() - clock
     with file_lock(table_path.with_name(".scores.lock")):  # concurrent scoring runs append in turn
         existing = read_parquet(table_path)
         table = rows if existing is None else pd.concat([existing, rows], ignore_index=True)
@@ -120,7 +130,7 @@ def score_scans(
         write_parquet_if_changed(table_path, table.sort_values(["scan_id", "model_version"]).reset_index(drop=True))
     log.info("scored %d scans with %s (%d already scored, %d of other dimensions)", len(rows), champion.version,
              n_skipped, n_incompatible)
-    return ScoreResult(rows, n_skipped, table_path, n_incompatible)
+    return ScoreResult(rows, n_skipped, table_path, n_incompatible, seconds)
 
 
 def _overlay(workdir: Path, champion: Champion, scan_id: str, cache: Path, volume: Path, scan: pd.Series,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ class StudyScoring:
     quarantine_by_reason: dict[str, int]
     dicom_outputs: list[Path] = field(default_factory=list)
     n_without_dicom_source: int = 0  # scored scans that came from NIfTI: no SR/SC can reference a study
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time: ingest, preprocess, inference, overlays, outputs
+    dicom_failures: dict[str, str] = field(default_factory=dict)  # scan_id -> error type: scored, but no SR/SC
 
 
 def intake_dir(workdir: Path, key: str) -> Path:
@@ -64,11 +67,14 @@ def score_study(
     champion = champion or load_champion(workdir)
     seed = load_secret(secret, Workdir(workdir).secret_file)
     intake = intake_dir(workdir, key)
+    clock = time.perf_counter()
     result = ingest(IngestConfig(source=folder, workdir=intake, secret=seed.decode(), workers=workers))
+    ingest_seconds = time.perf_counter() - clock
     catalog = pd.read_parquet(intake / "catalog.parquet")
     manifest = pd.read_parquet(intake / "ingest_manifest.parquet")
     written: list[Path] = []
     no_source = Counter[str]()
+    failures: dict[str, str] = {}
 
     def write_outputs(rows: pd.DataFrame) -> None:
         if outbox is None:
@@ -86,7 +92,12 @@ def score_study(
                 rgb = np.asarray(Image.open(io.BytesIO(png.read_bytes())).convert("RGB"))
             scored = ScoredScan(row.scan_id, champion.version, float(row.probability), champion.threshold,
                                 str(row.decision), str(champion.classes[-1]))
-            out = write_score_outputs(outbox, read_source_headers(paths), scored, rgb, seed)
+            try:
+                out = write_score_outputs(outbox, read_source_headers(paths), scored, rgb, seed)
+            except Exception as exc:  # noqa: BLE001 (one scan's odd headers must not stop the others' scores)
+                failures[row.scan_id] = type(exc).__name__  # the message may quote a header value: not logged
+                log.warning("no DICOM output for %s: %s while building it", row.scan_id, type(exc).__name__)
+                continue
             written.extend(p for p in (out.sr, out.sc) if p is not None)
 
     scored = score_scans(workdir, catalog, champion, overlays, scan_root=intake, on_scored=write_outputs)
@@ -95,4 +106,5 @@ def score_study(
     log.info("study %s: %d files, %d scans, %d scored, %d already scored, quarantined %s", key,
              result.n_source_files, len(catalog), len(scored.scores), scored.n_skipped, reasons)
     return StudyScoring(key, champion.version, result.n_source_files, len(catalog), scored.scores, scored.n_skipped,
-                        scored.n_incompatible, reasons, written, no_source["nifti"])
+                        scored.n_incompatible, reasons, written, no_source["nifti"],
+                        {"ingest": ingest_seconds, **scored.seconds}, failures)

@@ -66,3 +66,21 @@ def test_cli_scores_every_inbox_study_once(champion_workdir: Path, tmp_path: Pat
     assert main(["score", str(inbox), "--workdir", str(workdir)]) == 0
     assert "0 scans scored, 3 already scored" in capsys.readouterr().out
     assert main(["score", str(tmp_path / "nowhere"), "--workdir", str(workdir)]) == 2
+
+
+def test_a_dicom_output_that_cannot_be_made_does_not_stop_the_scores(
+    champion_workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pipeline.scoring.study as study_module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("header value DOE^JANE is not allowed")
+
+    monkeypatch.setattr(study_module, "write_score_outputs", broken)
+    workdir = tmp_path / "w"
+    shutil.copytree(champion_workdir, workdir)
+    study = sorted(make_inbox(tmp_path, per_split=1).iterdir())[0]
+    done = score_study(workdir, study, "inbox_broken", tmp_path / "out", overlays=False)
+    assert len(done.scores) == 1 and done.dicom_outputs == []
+    assert done.dicom_failures == {done.scores.iloc[0]["scan_id"]: "ValueError"}
+    assert "ValueError" in caplog.text and "DOE" not in caplog.text  # the message may quote headers: not logged

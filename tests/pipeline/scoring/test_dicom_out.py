@@ -1,0 +1,41 @@
+"""DICOM outputs: made from odd real-world headers, deterministic UIDs, filed into the source study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from pipeline.scoring.dicom_out import ScoredScan, read_source_headers, write_score_outputs
+from tests.dicom_factory import write_series, z_positions
+
+SCORED = ScoredScan("scan_0123456789abcdef", "v-000000000001", 0.8123, 0.5, "1", "1")
+
+
+def _odd_source(folder: Path) -> list[Path]:
+    def mutate(ds: pydicom.Dataset, k: int) -> None:
+        ds.PatientSex = "unknown"  # not M/F/O: highdicom refuses it as is
+        ds.StudyDate = "2023-01-05"  # not DA
+        if "ReferringPhysicianName" in ds:
+            del ds.ReferringPhysicianName
+
+    return write_series(folder, z_positions(3), mutate=mutate)
+
+
+def test_an_sr_and_sc_are_made_from_invalid_type_2_values_and_keep_the_study(tmp_path: Path) -> None:
+    paths = _odd_source(tmp_path / "src")
+    source = pydicom.dcmread(paths[0])
+    rgb = (np.arange(40 * 50 * 3) % 251).reshape(40, 50, 3).astype(np.uint8)
+    out = write_score_outputs(tmp_path / "out", read_source_headers(paths), SCORED, rgb, b"key")
+    sr, sc = pydicom.dcmread(out.sr), pydicom.dcmread(out.sc)
+    assert sr.PatientSex == "" and sr.StudyDate == "" and sr.PatientID == source.PatientID
+    assert sr.StudyInstanceUID == sc.StudyInstanceUID == source.StudyInstanceUID
+    referenced = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert sorted(r.ReferencedSOPInstanceUID for r in referenced) == sorted(
+        pydicom.dcmread(p).SOPInstanceUID for p in paths)
+    assert np.array_equal(sc.pixel_array, rgb)
+    again = write_score_outputs(tmp_path / "again", read_source_headers(paths), SCORED, None, b"key")
+    assert pydicom.dcmread(again.sr).SOPInstanceUID == sr.SOPInstanceUID and again.sc is None  # same UIDs on a re-make
+    other_key = write_score_outputs(tmp_path / "other", read_source_headers(paths), SCORED, None, b"other")
+    assert pydicom.dcmread(other_key.sr).SOPInstanceUID != sr.SOPInstanceUID
