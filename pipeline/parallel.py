@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from typing import Callable, TypeVar
@@ -11,6 +12,14 @@ from tqdm import tqdm
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def _one_thread_per_worker() -> None:
+    """Worker initialiser: the workers share the cores, so each keeps one torch thread (when torch is
+    loaded). The parent process's thread count is left alone: inline work runs at full width."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def parallel_map(fn: Callable[[T], R], items: list[T], workers: int, desc: str, chunksize: int = 1) -> list[R]:
@@ -22,5 +31,6 @@ def parallel_map(fn: Callable[[T], R], items: list[T], workers: int, desc: str, 
     if workers <= 1 or len(items) < 4:
         return list(progress(map(fn, items)))
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context,
+                             initializer=_one_thread_per_worker) as pool:
         return list(progress(pool.map(fn, items, chunksize=chunksize)))

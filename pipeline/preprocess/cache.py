@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pipeline.errors import UserInputError
 from pipeline.parallel import parallel_map
@@ -42,7 +41,6 @@ def cache_dir(workdir: Path) -> Path:
 
 def _compute(task: tuple[str, str, dict]) -> tuple[int, ...]:
     volume_path, out_path, params = task
-    torch.set_num_threads(1)
     array = deterministic_transforms(params)({KEY: volume_path})[KEY]
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array, dtype=np.float32))

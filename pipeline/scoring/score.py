@@ -140,6 +140,6 @@ def _overlay(workdir: Path, champion: Champion, scan_id: str, cache: Path, volum
     signed = np.mean([attribute(m.model, x.to(m.device.device), target, "gradcam").signed for m in champion.models], axis=0)
     pre = champion.models[0].preprocess
     overlay = ScanOverlay.load(volume, pre.effective(scan["modality"], int(scan["dims"])))
-    title = f"p={p:.3f} (threshold {champion.threshold:.3f}), GradCAM, model {champion.version}"
+    title = f"p={p:.3f} (threshold {champion.threshold:.3f})\nGradCAM, model {champion.version}"
     png, _, _ = overlay.render(importance(signed, "gradcam"), title)
     write_bytes_if_changed(overlay_path(workdir, scan_id, champion.version), png)

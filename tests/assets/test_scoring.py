@@ -61,6 +61,9 @@ def test_scoring_group_job_and_sensor_definitions() -> None:
     sensor = defs.resolve_sensor_def("inbox_sensor")
     assert sensor.job_name == "score_new_scans" and sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert scan_scores.partitions_def == INBOX_STUDIES
+    for key in graph.get_all_asset_keys():  # what the UI shows for every asset
+        node = graph.get(key)
+        assert node.description and node.owners == ["team:scanlens"] and node.kinds, key
 
 
 def test_sensor_requests_each_complete_study_once_and_lets_one_being_written_wait(
