@@ -13,7 +13,7 @@ Timed, in one process, with the champion loaded once and warmed up (one forward 
    deleted before each): inference then batches across scans as the bare loop does.
 Each pass starts with the process's default torch thread count. The per-phase split is
 ``StudyScoring.seconds`` summed over studies. The baseline is a bare loop over the preprocessed
-tensors the scoring run cached (stacked in memory, batches of 64 like ``predict_probabilities``):
+tensors the scoring run cached (stacked in memory, batches of 64 like ``predict_ensemble``):
 every fold model under ``torch.inference_mode()`` + softmax, averaged over models; warmed up once,
 then timed once before each one-folder run (median of ``--repeats``). Target: model-part ratio =
 bare / scoring's ``inference`` seconds on equal batching (one folder vs batches of 64) >= 0.9. The
@@ -57,7 +57,7 @@ from pipeline.train import TrainConfig  # noqa: E402
 NPZ = Path(__file__).resolve().parents[1] / "data" / "demo" / "breastmnist.npz"
 SECRET = "scoring-bench"
 PHASES = ("ingest", "preprocess", "inference", "overlays", "outputs")
-BATCH = 64  # predict_probabilities' default batch size
+BATCH = 64  # predict_ensemble's default batch size
 TARGET = 0.9
 DEFAULT_THREADS = torch.get_num_threads()  # before anything of the pipeline ran in this process
 log = logging.getLogger("bench.scoring")

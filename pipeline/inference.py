@@ -16,13 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from pipeline.errors import UserInputError
 from pipeline.models import build_classifier
 from pipeline.preprocess import PreprocessConfig
 from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.data import CachedScans
 from pipeline.train.device import DeviceSettings, resolve_device
 
 log = logging.getLogger(__name__)
@@ -68,21 +66,36 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
     return LoadedModel(model, card, [int(c) for c in card["class_names"]], pre, dev)
 
 
-def predict_probabilities(loaded: LoadedModel, workdir: Path, index: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities ``(n, n_classes)`` for the rows of a preprocessed index (``cache_path``
-    relative to ``workdir``), in row order. Labels are not needed."""
+def predict_ensemble(models: list[LoadedModel], workdir: Path, index: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
+    """Mean softmax probabilities ``(n, n_classes)`` of ``models`` (one preprocessing, one class order)
+    for the rows of a preprocessed index (``cache_path`` relative to ``workdir``), in row order.
+
+    Each batch of cached inputs is read once and goes through every model. Labels are not needed.
+    """
+    if not models:
+        raise ValueError("predict_ensemble needs at least one model")
+    if any(m.classes != models[0].classes for m in models):
+        raise UserInputError("the models of an ensemble must share their classes and class order")
     if index.empty:
-        return np.zeros((0, len(loaded.classes)), dtype=np.float64)
-    rows = index.assign(label=loaded.classes[0])  # the dataset wants a target; predictions ignore it
-    loader = DataLoader(CachedScans(workdir, rows, loaded.classes), batch_size=batch_size,
-                        pin_memory=loaded.device.pin_memory)
-    dims = loaded.preprocess.dims
+        return np.zeros((0, len(models[0].classes)), dtype=np.float64)
+    paths = [workdir / p for p in index["cache_path"]]
     out = []
     with torch.inference_mode():
-        for images, _ in loader:
-            images = images.to(loaded.device.device, non_blocking=loaded.device.non_blocking,
-                               memory_format=loaded.device.memory_format(dims))
-            with loaded.device.autocast():
-                logits = loaded.model(images)
-            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        for start in range(0, len(paths), batch_size):
+            batch = torch.from_numpy(np.stack([np.load(p) for p in paths[start:start + batch_size]]))
+            total: np.ndarray | float = 0.0
+            for loaded in models:
+                dev = loaded.device
+                source = batch.pin_memory() if dev.pin_memory else batch
+                images = source.to(dev.device, non_blocking=dev.non_blocking,
+                                   memory_format=dev.memory_format(loaded.preprocess.dims))
+                with dev.autocast():
+                    logits = loaded.model(images)
+                total = total + torch.softmax(logits.float(), dim=1).cpu().numpy()
+            out.append(np.asarray(total) / len(models))
     return np.concatenate(out).astype(np.float64)
+
+
+def predict_probabilities(loaded: LoadedModel, workdir: Path, index: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities ``(n, n_classes)`` of one model (see :func:`predict_ensemble`)."""
+    return predict_ensemble([loaded], workdir, index, batch_size)

@@ -23,7 +23,7 @@ import torch
 from pipeline.errors import UserInputError
 from pipeline.explain.attribution import attribute, importance
 from pipeline.explain.render import ScanOverlay
-from pipeline.inference import LoadedModel, load_model, predict_probabilities
+from pipeline.inference import LoadedModel, load_model, predict_ensemble
 from pipeline.preprocess import preprocess_catalog
 from pipeline.registry import Registry
 from pipeline.storage import file_lock, read_parquet, write_bytes_if_changed, write_parquet_if_changed
@@ -103,7 +103,7 @@ def score_scans(
     index = preprocess_catalog(scan_root, pre, scans=todo.assign(label=0)).index
     seconds = {"preprocess": time.perf_counter() - clock}
     clock = time.perf_counter()
-    probabilities = np.mean([predict_probabilities(m, scan_root, index) for m in champion.models], axis=0)
+    probabilities = predict_ensemble(champion.models, scan_root, index)
     seconds["inference"] = time.perf_counter() - clock
     positive = champion.classes[-1]
     p = probabilities[:, champion.models[0].classes.index(int(positive))]
