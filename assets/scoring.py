@@ -21,6 +21,7 @@ from assets.operations import champion_model
 from assets.resources import DEMO_ROOT, PseudonymSecret, ScanLensProject
 from pipeline.deid import Pseudonymizer, load_secret
 from pipeline.registry import Registry
+from pipeline.scoring import load_champion
 from pipeline.scoring.inbox import find_study, poll_inbox
 from pipeline.scoring.study import score_study
 from pipeline.storage import Workdir
@@ -63,8 +64,6 @@ def scan_scores(context: dg.AssetExecutionContext, config: ScanScoresConfig, pro
     The study is ingested and de-identified like any source (unreadable files are quarantined with a
     reason); scans already scored by the current champion are skipped.
     """
-    from pipeline.scoring import load_champion
-
     workdir = project.workdir_path
     with user_errors_are_final():
         folder = find_study(Path(inbox.inbox), context.partition_key, _pseudonymizer(project, secret))
@@ -77,7 +76,9 @@ def scan_scores(context: dg.AssetExecutionContext, config: ScanScoresConfig, pro
         "model_version": done.model_version, "source_files": done.n_files, "scans": done.n_scans,
         "scored": len(done.scores), "already_scored": done.n_skipped, "other_dimensions": done.n_incompatible,
         "quarantined_by_reason": dg.MetadataValue.json(done.quarantine_by_reason),
-        "dicom_objects": len(done.dicom_outputs), "dicom_output_failures": dg.MetadataValue.json(done.dicom_failures), "scored_from_nifti_without_dicom_output": done.n_without_dicom_source,
+        "dicom_objects": len(done.dicom_outputs),
+        "dicom_output_failures": dg.MetadataValue.json(done.dicom_failures),
+        "scored_from_nifti_without_dicom_output": done.n_without_dicom_source,
         "scores": dg.MetadataValue.md(table or "nothing new to score"),
         "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in done.seconds.items()}),
         "scores_table": dg.MetadataValue.path(str(workdir / "scoring" / "scores.parquet")),
