@@ -27,9 +27,7 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "2d"}'
 	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "3d"}'
 	$(BIN)/dagster job execute -m assets.definitions -j train_and_evaluate --tags '$(FOLD_RANGE)'
-	rm -rf demo_work/export && $(BIN)/scanlens import-medmnist data/demo/breastmnist.npz --out demo_work/export --limit 2 --seed 99 >/dev/null
-	mkdir -p demo_work/inbox && for study in demo_work/export/*/*/; do \
-	  [ -e demo_work/inbox/$$(basename $$study) ] || mv $$study demo_work/inbox/; done; rm -rf demo_work/export
+	$(BIN)/scanlens import-medmnist data/demo/breastmnist.npz --out demo_work/inbox --inbox --limit 2 --seed 99
 	$(BIN)/scanlens score demo_work/inbox --workdir demo_work/workdir --out demo_work/outbox
 	$(BIN)/scanlens status --workdir demo_work/workdir
 	@echo "Review-board PDF: $$($(BIN)/scanlens report --workdir demo_work/workdir 2>/dev/null)"

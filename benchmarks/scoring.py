@@ -11,14 +11,13 @@ Timed, in one process, with the champion loaded once and warmed up (one forward 
 2. the same studies without overlays (``W/scoring`` deleted first, so nothing is skipped);
 3. all scans in ONE study folder without overlays (median of ``--repeats`` runs, ``W/scoring``
    deleted before each): inference then batches across scans as the bare loop does.
-Each pass starts with the process's default torch thread count. The per-phase split is
+The per-phase split is
 ``StudyScoring.seconds`` summed over studies. The baseline is a bare loop over the preprocessed
 tensors the scoring run cached (stacked in memory, batches of 64 like ``predict_ensemble``):
 every fold model under ``torch.inference_mode()`` + softmax, averaged over models; warmed up once,
 then timed once before each one-folder run (median of ``--repeats``). Target: model-part ratio =
 bare / scoring's ``inference`` seconds on equal batching (one folder vs batches of 64) >= 0.9. The
-same ratio for one study per folder compares with a bare loop at batch 1 and the thread count the
-per-study pass ran with.
+same ratio for one study per folder compares with a bare loop at batch 1.
 
 Usage: python benchmarks/scoring.py [--scans 60] [--input-size 64] [--folds 3] [--repeats 5] [--workdir DIR]
 """
@@ -44,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import IngestConfig  # noqa: E402
 from pipeline.deid import Pseudonymizer  # noqa: E402
-from pipeline.demo import DemoArchive, prepare_demo_source  # noqa: E402
+from pipeline.demo import DemoArchive, prepare_demo_inbox, prepare_demo_source  # noqa: E402
 from pipeline.evaluate import CVSettings, EvaluationSettings, cross_validate  # noqa: E402
 from pipeline.ingest import ingest  # noqa: E402
 from pipeline.preprocess import AugmentConfig, PreprocessConfig, preprocess_catalog  # noqa: E402
@@ -78,19 +77,16 @@ def build_champion(root: Path, size: int, folds: int, per_split: int) -> tuple[P
 
 
 def make_inbox(root: Path, n_scans: int) -> tuple[Path, Path]:
-    """``root/inbox/<MRN>_<ACC>/`` (one folder per study, as tests/conftest.py's make_inbox) and
-    ``root/inbox_one/all/<MRN>_<ACC>/`` (the same files as one study folder)."""
-    for name in ("inbox_source", "inbox", "inbox_one"):
+    """``root/inbox/<MRN>_<ACC>/`` (one folder per study) and ``root/inbox_one/all/<MRN>_<ACC>/``
+    (the same files as one study folder)."""
+    for name in ("inbox", "inbox_one"):
         shutil.rmtree(root / name, ignore_errors=True)
-    made = prepare_demo_source([DemoArchive(NPZ, math.ceil(n_scans / 3))], root / "inbox_source" / "export",
-                               root / "inbox_source" / "labels.csv", seed=7)
     inbox, one = root / "inbox", root / "inbox_one" / "all"
-    inbox.mkdir(parents=True)
-    for study in sorted(made.folder.glob("*/*/*"))[:n_scans]:
-        name = f"{study.parent.name}_{study.name}"
-        shutil.move(str(study), str(inbox / name))
-        shutil.copytree(inbox / name, one / name)
-    shutil.rmtree(root / "inbox_source")
+    studies = prepare_demo_inbox(NPZ, inbox, math.ceil(n_scans / 3), seed=7)
+    for study in studies[n_scans:]:
+        shutil.rmtree(study)
+    for study in studies[:n_scans]:
+        shutil.copytree(study, one / study.name)
     return inbox, one
 
 
@@ -141,12 +137,11 @@ def bare_inference(champion: Champion, batches: list[torch.Tensor]) -> np.ndarra
 
 
 def time_bare(champion: Champion, tensors: list[torch.Tensor], batch: int, repeats: int,
-              threads: int | None = None, warm_up: bool = True) -> tuple[float, np.ndarray | None]:
+              warm_up: bool = True) -> tuple[float, np.ndarray | None]:
     """Median seconds of ``repeats`` bare passes over ``tensors`` in batches of ``batch`` (after one
-    warm-up pass, which also gives the probabilities), with ``threads`` torch threads (default: the
-    process default)."""
+    warm-up pass, which also gives the probabilities), with the process default torch threads."""
     batches = [torch.stack(tensors[i:i + batch]) for i in range(0, len(tensors), batch)]
-    torch.set_num_threads(threads or DEFAULT_THREADS)
+    torch.set_num_threads(DEFAULT_THREADS)
     probabilities = bare_inference(champion, batches) if warm_up else None
     times = []
     for _ in range(repeats):
@@ -197,7 +192,6 @@ def run(args: argparse.Namespace, root: Path) -> int:
 
     log.info("pass 1: %d studies with overlays", len(folders))
     wall_ov, done_ov = score_folders(workdir, folders, root / "outbox" / "overlays", champion, overlays=True)
-    threads = {"per-study, overlays": torch.get_num_threads()}
     n = sum(len(d.scores) for d in done_ov)
     log.info("pass 2: idempotent re-run")
     wall_rerun, done_rerun = score_folders(workdir, folders, root / "outbox" / "overlays", champion, overlays=True)
@@ -208,21 +202,16 @@ def run(args: argparse.Namespace, root: Path) -> int:
     log.info("pass 3: %d studies without overlays", len(folders))
     shutil.rmtree(workdir / "scoring")
     wall_plain, done_plain = score_folders(workdir, folders, root / "outbox" / "plain", champion, overlays=False)
-    threads["per-study, no overlays"] = torch.get_num_threads()
 
     log.info("bare loop at batch 1, then pass 4: one folder x %d, each after a bare loop at batch %d", args.repeats, BATCH)
     _, bare_p = time_bare(champion, tensors, BATCH, 0)  # warm-up and the probabilities to check
-    study_threads = threads["per-study, no overlays"]  # what the per-study pass left set (its inference ran with it)
-    bare_one, _ = time_bare(champion, tensors, 1, args.repeats, threads=study_threads)
-    bare_one_default = (time_bare(champion, tensors, 1, args.repeats)[0]
-                        if study_threads != DEFAULT_THREADS else bare_one)
+    bare_one, _ = time_bare(champion, tensors, 1, args.repeats)
     one_runs, bare_runs = [], []
     for _ in range(args.repeats):  # interleaved, so that a load change on the machine hits both alike
         bare_runs.append(time_bare(champion, tensors, BATCH, 1, warm_up=False)[0])
         shutil.rmtree(workdir / "scoring")
         shutil.rmtree(root / "outbox" / "one", ignore_errors=True)
         one_runs.append(score_folders(workdir, [one_folder], root / "outbox" / "one", champion, overlays=False))
-        threads["one folder, no overlays"] = torch.get_num_threads()
     bare = statistics.median(bare_runs)
     wall_one, done_one = sorted(one_runs, key=lambda r: r[1][0].seconds["inference"])[len(one_runs) // 2]
     n_one = sum(len(d.scores) for d in done_one)
@@ -251,8 +240,6 @@ def run(args: argparse.Namespace, root: Path) -> int:
             s = {"other": wall - sum(seconds.values()), "wall": wall}.get(phase, seconds.get(phase, 0.0))
             cells.append(f"{s:8.2f} ({100 * s / wall:5.1f}%)")
         print(f"{phase:16}" + "".join(f"{c:>26}" for c in cells))
-    print(f"{'torch threads':16}" + "".join(f"{f'{DEFAULT_THREADS} -> {threads[name]} after':>26}" for name in passes))
-    print(f"(each pass starts with the process default of {DEFAULT_THREADS} torch threads; 'after': what it left set)")
     print()
     inf_one, inf_study = passes["one folder, no overlays"][1]["inference"], passes["per-study, no overlays"][1]["inference"]
     inf_study_ov = passes["per-study, overlays"][1]["inference"]
@@ -260,10 +247,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
     print(f"bare inference, batches of {BATCH}, {DEFAULT_THREADS} threads (median of {args.repeats}, interleaved with "
           f"the one-folder runs; {min(bare_runs):.3f}-{max(bare_runs):.3f} s): {bare:.3f} s {n / bare:6.1f} scans/s; "
           f"max |p bare - p scored| = {max_dp:.1e}")
-    print(f"bare inference, batches of 1, {study_threads} thread(s) as the per-study pass ran (median of {args.repeats}): "
-          f"{bare_one:.3f} s {n / bare_one:6.1f} scans/s"
-          + (f"; with {DEFAULT_THREADS} threads: {bare_one_default:.3f} s {n / bare_one_default:6.1f} scans/s"
-             if study_threads != DEFAULT_THREADS else ""))
+    print(f"bare inference, batches of 1, {DEFAULT_THREADS} threads (median of {args.repeats}): "
+          f"{bare_one:.3f} s {n / bare_one:6.1f} scans/s")
     print(f"model-part ratio, equal batching, one folder (bare@{BATCH} {bare:.3f} s / scoring inference {inf_one:.3f} s): "
           f"{ratio:.2f}x (target >= {TARGET}x: {'met' if ratio >= TARGET else 'NOT met'})")
     print(f"model-part ratio, equal batching, per study  (bare@1 {bare_one:.3f} s / scoring inference {inf_study:.3f} s): "

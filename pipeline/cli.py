@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     mm.add_argument("--format", choices=("dicom", "nifti"), default="dicom", help="3D output format (2D is always DICOM)")
     mm.add_argument("--limit", type=int, default=None, help="keep at most N items per split (stratified by label)")
     mm.add_argument("--seed", type=int, default=0, help="random seed for the subset and synthetic headers")
+    mm.add_argument("--inbox", action="store_true",
+                    help="write new studies to score instead: one folder per study (<MRN>_<accession>) directly "
+                    "under OUT, no labels file; studies already there are kept")
 
     ing = commands.add_parser(
         "ingest", help="catalogue, de-identify and convert a folder of DICOM/NIfTI scans",
@@ -341,8 +344,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _import_medmnist(args: argparse.Namespace) -> int:
+    from pipeline.demo import prepare_demo_inbox
     from pipeline.io.medmnist import import_medmnist
 
+    if args.inbox:
+        studies = prepare_demo_inbox(args.npz, args.out, args.limit, args.seed)
+        sys.stdout.write(f"{len(studies)} studies in the inbox {args.out}\n")
+        return 0
     result = import_medmnist(args.npz, args.out, fmt=args.format, limit=args.limit, seed=args.seed)
     sys.stdout.write(f"wrote {result.n_items} {result.dims}D items for {result.n_patients} synthetic patients to {args.out}\n")
     sys.stdout.write(f"labels: {result.labels_path}\n")

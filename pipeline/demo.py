@@ -1,4 +1,5 @@
-"""The bundled demo: MedMNIST archives turned into one study folder with one labels file.
+"""The bundled demo: MedMNIST archives turned into one study folder with one labels file, and an
+inbox of new studies to score.
 
 ``prepare_demo_source`` imports each archive into ``source/<archive stem>/`` and merges the labels
 files into one labels CSV outside the source folder (NIfTI path references are prefixed with the
@@ -81,3 +82,23 @@ def prepare_demo_source(archives: list[DemoArchive], out: Path, labels_path: Pat
     atomic_write_bytes(stamp_path, json.dumps(stamp, indent=1).encode())
     log.info("demo source written: %d items from %d archives", len(merged), len(archives))
     return DemoSource(out, labels_path, len(merged), rebuilt=True)
+
+
+def prepare_demo_inbox(npz: Path, inbox: Path, per_split: int, seed: int) -> list[Path]:
+    """Write new studies from ``npz`` (``per_split`` items per split, synthetic headers from ``seed``)
+    into ``inbox``, one top-level folder per study named ``<MRN>_<accession>`` as a PACS export might
+    name them, without a labels file. Studies already in the inbox are left as they are (same seed,
+    same names), so a re-run changes nothing. Returns the study folders made or found."""
+    staging = inbox.with_name(f".{inbox.name}.export")
+    shutil.rmtree(staging, ignore_errors=True)
+    import_medmnist(npz, staging, limit=per_split, seed=seed)
+    inbox.mkdir(parents=True, exist_ok=True)
+    studies = []
+    for study in sorted(p for p in staging.glob("*/*") if p.is_dir()):
+        target = inbox / f"{study.parent.name}_{study.name}"
+        if not target.exists():
+            shutil.move(str(study), str(target))
+        studies.append(target)
+    shutil.rmtree(staging)
+    log.info("demo inbox: %d studies in %s", len(studies), inbox)
+    return studies

@@ -122,17 +122,9 @@ def champion_workdir(reported_workdir: tuple[Path, dict], tmp_path_factory: pyte
 
 
 def make_inbox(root: Path, per_split: int = 1, seed: int = 7) -> Path:
-    """An inbox of new BreastMNIST studies (synthetic DICOM headers), one folder per study named
-    ``<MRN>_<accession>`` as a PACS export might name them."""
-    import shutil
+    """``root/inbox``: new BreastMNIST studies (synthetic DICOM headers), one folder per study named
+    ``<MRN>_<accession>`` (:func:`pipeline.demo.prepare_demo_inbox`)."""
+    from pipeline.demo import prepare_demo_inbox
 
-    from pipeline.demo import DemoArchive, prepare_demo_source
-
-    made = prepare_demo_source([DemoArchive(REPO / "data" / "demo" / "breastmnist.npz", per_split)],
-                               root / "export", root / "export_labels.csv", seed=seed)
-    inbox = root / "inbox"
-    inbox.mkdir(parents=True)
-    for study in sorted(made.folder.glob("*/*/*")):
-        shutil.move(str(study), str(inbox / f"{study.parent.name}_{study.name}"))
-    shutil.rmtree(made.folder)
-    return inbox
+    prepare_demo_inbox(REPO / "data" / "demo" / "breastmnist.npz", root / "inbox", per_split, seed)
+    return root / "inbox"

@@ -81,6 +81,16 @@ def _listing(folder: Path) -> tuple[str, int, int]:
     return hashlib.sha256("\n".join(entries).encode()).hexdigest(), len(entries), newest
 
 
+def _study_folders(inbox: Path) -> tuple[list[Path], int]:
+    """The inbox's study folders (hidden entries, a transfer tool's temporary ones, are skipped) and
+    the number of loose files lying directly in it."""
+    if not inbox.is_dir():
+        raise UserInputError(f"inbox folder does not exist: {inbox}")
+    entries = [e for e in sorted(inbox.iterdir()) if not e.name.startswith(".")]
+    folders = [e for e in entries if e.is_dir()]
+    return folders, len(entries) - len(folders)
+
+
 def poll_inbox(
     inbox: Path, state: dict[str, Any], now: float, stable_seconds: float, pseudonymizer: Pseudonymizer,
 ) -> InboxPoll:
@@ -89,17 +99,11 @@ def poll_inbox(
     ``state`` is not modified; the returned ``InboxPoll.state`` replaces it. A study in ``ready`` is
     marked requested in the new state, so the next poll does not return it again.
     """
-    if not inbox.is_dir():
-        raise UserInputError(f"inbox folder does not exist: {inbox}")
+    folders, loose = _study_folders(inbox)
     seen: dict[str, dict[str, Any]] = dict(state.get("seen", {}))
     requested: dict[str, str] = dict(state.get("requested", {}))
-    ready, waiting, loose, present = [], 0, 0, set()
-    for entry in sorted(inbox.iterdir()):
-        if entry.name.startswith("."):  # a transfer tool's temporary folder or file
-            continue
-        if not entry.is_dir():
-            loose += 1
-            continue
+    ready, waiting, present = [], 0, set()
+    for entry in folders:
         key = pseudonymizer.inbox(entry.name)
         present.add(key)
         digest, n_files, _ = _listing(entry)
@@ -122,15 +126,9 @@ def poll_inbox(
 def settled_studies(inbox: Path, pseudonymizer: Pseudonymizer, now: float, min_age_seconds: float) -> InboxPoll:
     """Without memory (the CLI): every study folder whose newest file is at least ``min_age_seconds``
     old (``now`` in seconds since the epoch); younger ones count as ``waiting``."""
-    if not inbox.is_dir():
-        raise UserInputError(f"inbox folder does not exist: {inbox}")
-    ready, waiting, loose = [], 0, 0
-    for entry in sorted(inbox.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if not entry.is_dir():
-            loose += 1
-            continue
+    folders, loose = _study_folders(inbox)
+    ready, waiting = [], 0
+    for entry in folders:
         digest, n_files, newest = _listing(entry)
         if n_files and now - newest / 1e9 >= min_age_seconds:
             ready.append(InboxStudy(pseudonymizer.inbox(entry.name), entry, digest, n_files))
