@@ -18,18 +18,21 @@ import numpy as np
 from pipeline.deid import Pseudonymizer
 from pipeline.errors import QuarantineError, QuarantineReason
 from pipeline.io.dicom import DicomInstance, decode_frames, parse_dicom
+from pipeline.io.limits import ReadLimits
 from pipeline.io.nifti import Volume, canonical_volume, is_nifti, read_nifti, stored_content_hash, write_volume
 from pipeline.io.series import group_key, plan_series, stack_slices
+from pipeline.parallel import TaskFailure
 
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """What every probe needs besides the file: the key and the de-identification switches."""
+    """What every probe needs besides the file: the key, the de-identification switches and the size caps."""
 
     root: str
     secret: bytes
     keep_demographics: bool
     allow_burned_in: bool
+    limits: ReadLimits = field(default_factory=ReadLimits)
 
 
 @dataclass
@@ -39,34 +42,63 @@ class ProbedFile:
     relpath: str
     size: int
     mtime_ns: int
-    sha256: str
+    sha256: str | None  # None when the file was not read (over the size cap, unreadable, its worker failed)
     instance: DicomInstance | None = None
     is_nifti: bool = False
     quarantine: tuple[str, str] | None = None  # (reason, detail)
+    identity: str | None = None  # what the scan_id is the keyed hash of (see scan_identity)
 
 
 def probe_file(task: tuple[ProbeOptions, str, int, int]) -> ProbedFile:
-    """Hash a file and parse its header (DICOM) or recognise it (NIfTI)."""
+    """Hash a file and parse its header (DICOM) or recognise it (NIfTI); runs in an isolated worker.
+
+    A file over the size cap is not read; one that cannot be read is quarantined as ``unreadable_file``.
+    """
     options, relpath, size, mtime_ns = task
-    data = Path(options.root, relpath).read_bytes()
-    probed = ProbedFile(relpath, size, mtime_ns, hashlib.sha256(data).hexdigest())
-    if is_nifti(relpath):
-        probed.is_nifti = True
-        return probed
+    probed = ProbedFile(relpath, size, mtime_ns, None)
     try:
-        probed.instance = parse_dicom(
-            data, relpath, Pseudonymizer(options.secret), options.keep_demographics, options.allow_burned_in
-        )
+        options.limits.check_file_size(size)
+        try:
+            data = Path(options.root, relpath).read_bytes()
+        except OSError as exc:
+            raise QuarantineError(QuarantineReason.UNREADABLE_FILE, f"cannot be read ({type(exc).__name__})")
+        probed.sha256 = hashlib.sha256(data).hexdigest()
+        if is_nifti(relpath):
+            probed.is_nifti = True
+        else:
+            probed.instance = parse_dicom(data, relpath, Pseudonymizer(options.secret), options.keep_demographics,
+                                          options.allow_burned_in, options.limits)
+        probed.identity = scan_identity(probed)
     except QuarantineError as exc:
+        probed.instance = None
         probed.quarantine = (exc.reason.value, exc.detail)
     return probed
+
+
+def probe_failed(task: tuple[ProbeOptions, str, int, int], failure: TaskFailure) -> ProbedFile:
+    """The quarantined :class:`ProbedFile` of a probe whose worker failed (crash, timeout, memory, error)."""
+    _, relpath, size, mtime_ns = task
+    reason, detail = failure_reason(failure, "reading the header")
+    return ProbedFile(relpath, size, mtime_ns, None, quarantine=(reason.value, detail))
+
+
+def failure_reason(failure: TaskFailure, what: str) -> tuple[QuarantineReason, str]:
+    """The quarantine reason and detail for an isolated task that gave no result."""
+    if failure.kind == "timeout":
+        return QuarantineReason.DECODER_TIMEOUT, f"{what} ran past the per-task time limit: {failure.detail}"
+    if failure.kind == "memory":
+        return QuarantineReason.TOO_LARGE, f"{what} ran out of the worker's memory limit (raise it with --worker-memory-mb)"
+    if failure.kind == "crash":
+        return QuarantineReason.DECODER_CRASH, f"{what} crashed its worker process: {failure.detail}"
+    return QuarantineReason.DECODER_CRASH, f"{what} failed unexpectedly ({failure.detail})"
 
 
 def scan_identity(probed: ProbedFile) -> str:
     """The string whose keyed hash is the ``scan_id`` of the scan this file belongs to."""
     if probed.is_nifti:
         return f"nifti|{probed.relpath}"
-    assert probed.instance is not None
+    if probed.instance is None:
+        raise QuarantineError(QuarantineReason.NOT_DICOM, "no parsed header to group by")
     return group_key(probed.instance)
 
 
@@ -81,6 +113,11 @@ class ScanTask:
     secret: bytes
     instances: list[DicomInstance] = field(default_factory=list)
     nifti_relpath: str | None = None
+    limits: ReadLimits = field(default_factory=ReadLimits)
+
+    @property
+    def member_paths(self) -> list[str]:
+        return [self.nifti_relpath] if self.nifti_relpath is not None else sorted(i.relpath for i in self.instances)
 
 
 @dataclass
@@ -90,6 +127,15 @@ class ScanOutcome:
     row: dict[str, Any] | None = None
     file_quarantine: list[tuple[str, str, str]] = field(default_factory=list)
     written: bool = False
+    write_error: str | None = None  # writing into W failed (disk full...): the run stops, the file is not to blame
+
+
+def build_failed(task: ScanTask, failure: TaskFailure) -> ScanOutcome:
+    """The outcome of a scan whose worker failed: every member file quarantined with the reason."""
+    reason, detail = failure_reason(failure, "building the scan")
+    outcome = ScanOutcome(task.scan_id, task.member_paths)
+    outcome.file_quarantine = [(path, reason.value, detail) for path in outcome.member_paths]
+    return outcome
 
 
 def build_scan(task: ScanTask) -> ScanOutcome:
@@ -101,7 +147,7 @@ def build_scan(task: ScanTask) -> ScanOutcome:
     """
     if task.nifti_relpath is not None:
         return _build_nifti(task)
-    outcome = ScanOutcome(task.scan_id, sorted(i.relpath for i in task.instances))
+    outcome = ScanOutcome(task.scan_id, task.member_paths)
     copies: dict[str, list[DicomInstance]] = {}
     for instance in sorted(task.instances, key=lambda i: (i.lossy, i.relpath)):
         copies.setdefault(instance.instance_key, []).append(instance)
@@ -117,7 +163,7 @@ def build_scan(task: ScanTask) -> ScanOutcome:
     for group in copies.values():
         for instance in group:
             try:
-                frames[instance.relpath] = decode_frames(Path(task.root, instance.relpath).read_bytes(), instance)
+                frames[instance.relpath] = decode_frames(_read(task.root, instance.relpath), instance)
             except QuarantineError as exc:
                 outcome.file_quarantine.append((instance.relpath, exc.reason.value, exc.detail))
                 continue
@@ -133,8 +179,15 @@ def build_scan(task: ScanTask) -> ScanOutcome:
         return outcome
     volume = canonical_volume(stack_slices(plan, frames), plan.affine_ras, plan.dims, plan.warnings, integral=_integral(kept))
     outcome.row = _row(task, kept[0], volume, len(plan.relpaths), plan.slice_thickness_mm)
-    outcome.written = _write_if_new(task, volume, outcome.row["content_hash"])
+    _store(task, volume, outcome)
     return outcome
+
+
+def _read(root: str, relpath: str) -> bytes:
+    try:
+        return Path(root, relpath).read_bytes()
+    except OSError as exc:
+        raise QuarantineError(QuarantineReason.UNREADABLE_FILE, f"cannot be read ({type(exc).__name__})")
 
 
 def _integral(instances: list[DicomInstance]) -> bool | None:
@@ -164,7 +217,7 @@ def _build_nifti(task: ScanTask) -> ScanOutcome:
     identity = f"nifti|{task.nifti_relpath}"
     base = {"study_id": pseudonymizer.study(identity), "series_id": pseudonymizer.series(identity)}
     try:
-        volume = read_nifti(Path(task.root, task.nifti_relpath))
+        volume = read_nifti(Path(task.root, task.nifti_relpath), task.limits)
     except QuarantineError as exc:
         outcome.file_quarantine.append((task.nifti_relpath, exc.reason.value, exc.detail))
         return outcome
@@ -181,7 +234,7 @@ def _build_nifti(task: ScanTask) -> ScanOutcome:
         "status": "warning" if volume.warnings else "ok",
         "warnings": list(volume.warnings),
     }
-    outcome.written = _write_if_new(task, volume, outcome.row["content_hash"])
+    _store(task, volume, outcome)
     return outcome
 
 
@@ -228,6 +281,15 @@ def _quarantined_row(task: ScanTask, first: DicomInstance, exc: QuarantineError)
         "status": "quarantined", "warnings": [],
         "quarantine_reason": exc.reason.value, "quarantine_detail": exc.detail,
     }
+
+
+def _store(task: ScanTask, volume: Volume, outcome: ScanOutcome) -> None:
+    """Write the volume (see :func:`_write_if_new`); an OS error is the work folder's, not the file's."""
+    assert outcome.row is not None
+    try:
+        outcome.written = _write_if_new(task, volume, outcome.row["content_hash"])
+    except OSError as exc:
+        outcome.write_error = f"{type(exc).__name__}: {exc.strerror or exc}"
 
 
 def _write_if_new(task: ScanTask, volume: Volume, content_hash: str) -> bool:

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Sequence
 from pipeline import __version__
 from pipeline.config import IngestConfig
 from pipeline.errors import UserInputError
+from pipeline.io.limits import ReadLimits
+from pipeline.locking import set_lock_timeout
+from pipeline.parallel import WorkerLimits
 
 if TYPE_CHECKING:
     from pipeline.preprocess import AugmentConfig, PreprocessConfig
@@ -29,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scanlens {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="print tracebacks of internal errors")
+    parser.add_argument("--lock-timeout", type=float, default=None, metavar="S",
+                        help="seconds to wait for a work folder another command is writing "
+                        "(default $SCANLENS_LOCK_TIMEOUT or 600), then exit 2")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mm = commands.add_parser(
@@ -59,6 +65,22 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--spacing-tolerance", type=float, default=0.05, help="relative slice-spacing deviation accepted with a warning")
     ing.add_argument("--workers", type=int, default=None, help="parallel parser processes (default: all cores)")
     ing.add_argument("--rehash", action="store_true", help="hash every file even if size and mtime are unchanged")
+    ing.add_argument("--task-timeout", type=float, default=WorkerLimits.timeout_s, metavar="S",
+                     help=f"wall-clock seconds one file or scan may take before its worker is killed and it is "
+                     f"quarantined as decoder_timeout (default {WorkerLimits.timeout_s:g})")
+    ing.add_argument("--worker-memory-mb", type=int, default=WorkerLimits.memory_mb, metavar="MB",
+                     help=f"memory one worker process may add (default {WorkerLimits.memory_mb}); past it the file "
+                     "is quarantined as too_large")
+    ing.add_argument("--max-file-mb", type=int, default=ReadLimits.max_file_mb, metavar="MB",
+                     help=f"larger files are quarantined as too_large without being read (default {ReadLimits.max_file_mb})")
+    ing.add_argument("--max-decoded-mb", type=int, default=ReadLimits.max_decoded_mb, metavar="MB",
+                     help="memory one image may need once decoded, from its declared size "
+                     f"(default {ReadLimits.max_decoded_mb})")
+    ing.add_argument("--follow-external-links", action="store_true",
+                     help="read files through symbolic links that point outside SRC (default: quarantine them)")
+    ing.add_argument("--timings", type=Path, default=None, metavar="CSV",
+                     help="write source_path,stage,seconds for every file read (stage probe or build), "
+                     "to find slow files; it holds source paths, like the manifest")
     tr = commands.add_parser(
         "train", help="fine-tune a 2D or 3D ResNet-50 on the catalogue's labelled scans",
         description="Train on split `train` and early-stop on `val` (or a seeded patient-grouped split). "
@@ -360,16 +382,30 @@ def _import_medmnist(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from pipeline.ingest import ingest
 
+    try:
+        limits = ReadLimits(max_file_mb=args.max_file_mb, max_decoded_mb=args.max_decoded_mb)
+        worker_limits = WorkerLimits(timeout_s=args.task_timeout, memory_mb=args.worker_memory_mb)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from None
     config = IngestConfig(
         source=args.src, workdir=args.workdir, labels=args.labels, secret=args.secret,
         keep_demographics=args.keep_demographics, allow_burned_in=args.allow_burned_in,
         spacing_tolerance=args.spacing_tolerance, workers=args.workers, rehash=args.rehash,
+        limits=limits, worker_limits=worker_limits, follow_external_links=args.follow_external_links,
     )
     result = ingest(config)
+    if args.timings is not None:
+        import pandas as pd
+
+        from pipeline.storage import atomic_write_bytes
+
+        table = pd.DataFrame(result.timings, columns=["source_path", "stage", "seconds"])
+        atomic_write_bytes(args.timings, table.to_csv(index=False).encode())
     quarantined = ", ".join(f"{k}={v}" for k, v in result.quarantine_by_reason.items()) or "none"
     sys.stdout.write(
         f"{result.n_scans} scans catalogued from {result.n_source_files} files "
-        f"({result.n_volumes_written} volumes written); quarantined: {quarantined}\n"
+        f"({result.n_volumes_written} volumes written); quarantined: {quarantined}; "
+        f"slowest file {result.slowest_file_seconds:.2f} s\n"
         f"catalogue: {result.workdir / 'catalog.parquet'}\n"
     )
     if result.unmatched_label_lines:
@@ -390,6 +426,8 @@ COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "train": _tr
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.lock_timeout is not None:
+        set_lock_timeout(args.lock_timeout)
     try:
         return COMMANDS[args.command](args)
     except UserInputError as exc:

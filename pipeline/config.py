@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.io.limits import ReadLimits
+from pipeline.parallel import WorkerLimits
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,10 @@ class IngestConfig:
             warning; larger deviations quarantine the series.
         workers: parallel parser processes; ``None`` means one per CPU core.
         rehash: hash every source file even when its size and mtime match the manifest.
+        limits: size caps checked from declared sizes before a file is read or decoded.
+        worker_limits: wall-clock and memory limits of each isolated probe or build task.
+        follow_external_links: read files through symbolic links whose target is outside ``source``
+            (by default such links are quarantined as ``outside_source``).
     """
 
     source: Path
@@ -33,3 +40,6 @@ class IngestConfig:
     spacing_tolerance: float = 0.05
     workers: int | None = None
     rehash: bool = False
+    limits: ReadLimits = field(default_factory=ReadLimits)
+    worker_limits: WorkerLimits = field(default_factory=WorkerLimits)
+    follow_external_links: bool = False

@@ -17,6 +17,14 @@ class UserInputError(ScanLensError):
     """Bad input from the user: a missing folder, a malformed labels file, a bad option."""
 
 
+class WorkdirBusyError(UserInputError):
+    """Another process holds the work folder's lock and did not release it within the wait limit."""
+
+
+class NotWeightsFileError(UserInputError):
+    """A weights or checkpoint file is not a plain state dict (or tries to import code when unpickled)."""
+
+
 class QuarantineReason(str, Enum):
     """Why a source file did not become (part of) a catalogued scan. Values are snake_case codes."""
 
@@ -36,6 +44,21 @@ class QuarantineReason(str, Enum):
     BURNED_IN_ANNOTATION = "burned_in_annotation"
     UNREADABLE_NIFTI = "unreadable_nifti"
     UNLABELED = "unlabeled"
+    # Hardening: values and sizes checked before anything is allocated or decoded.
+    INVALID_VALUE = "invalid_value"  # a header value that is not a number, or out of its legal range
+    IMPLAUSIBLE_HEADER = "implausible_header"  # declared sizes the file's own bytes cannot hold
+    TOO_LARGE = "too_large"  # over a configured size cap, or out of the worker's memory limit
+    UNKNOWN_TRANSFER_SYNTAX = "unknown_transfer_syntax"
+    NON_FINITE_VALUES = "non_finite_values"  # NaN or infinite voxels
+    # Hardening: what an isolated worker reports when the code reading a file misbehaves.
+    DECODER_CRASH = "decoder_crash"  # the worker died (segfault, abort, Rust panic) or raised unexpectedly
+    DECODER_TIMEOUT = "decoder_timeout"  # the task ran past its wall-clock limit and the worker was killed
+    # Hardening: what the folder walk finds that is not a regular file inside SRC.
+    OUTSIDE_SOURCE = "outside_source"  # a symbolic link whose target lies outside SRC (never followed)
+    BROKEN_LINK = "broken_link"  # a symbolic link whose target does not exist
+    DIRECTORY_LINK = "directory_link"  # a link to a folder inside SRC: not followed (its files are read directly)
+    NOT_REGULAR_FILE = "not_regular_file"  # a FIFO, socket or device: never opened
+    UNREADABLE_FILE = "unreadable_file"  # the file cannot be opened or read (permissions, I/O error)
 
 
 class QuarantineError(ScanLensError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +18,16 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from pipeline.assemble import ProbedFile, ProbeOptions, ScanOutcome, ScanTask, build_scan, probe_file, scan_identity
+from pipeline.assemble import ProbedFile, ProbeOptions, ScanOutcome, ScanTask, build_failed, build_scan, probe_failed, probe_file
 from pipeline.catalog import (
     MANIFEST_SCHEMA, QUARANTINE_SCHEMA, SCANS_COLUMNS, catalog_schema, join_labels, quarantine_frame, unlabeled_rows,
 )
 from pipeline.config import IngestConfig
 from pipeline.deid import Pseudonymizer, load_secret
-from pipeline.errors import UserInputError
+from pipeline.errors import QuarantineReason, UserInputError
 from pipeline.labels import read_labels
-from pipeline.parallel import parallel_map
+from pipeline.locking import workdir_lock
+from pipeline.parallel import isolated_map
 from pipeline.storage import Workdir, atomic_write_bytes, read_parquet, write_parquet_if_changed
 
 log = logging.getLogger(__name__)
@@ -51,20 +53,100 @@ class IngestResult:
     label_counts: dict[str, dict[str, int]]
     unmatched_label_lines: list[int] = field(default_factory=list)
     tables_written: list[str] = field(default_factory=list)
+    #: (source path, stage, seconds) of every file read in this run: stage ``probe`` is hashing and
+    #: header parsing of that file; ``build`` is the whole build of the scan it belongs to.
+    timings: list[tuple[str, str, float]] = field(default_factory=list)
+
+    @property
+    def slowest_file_seconds(self) -> float:
+        """The longest time one file took: its probe plus the build of its scan."""
+        per_file: dict[str, float] = {}
+        for path, _, seconds in self.timings:
+            per_file[path] = per_file.get(path, 0.0) + seconds
+        return max(per_file.values(), default=0.0)
 
 
-def _walk(source: Path, exclude: Path, skip_file: Path | None) -> list[tuple[str, int, int]]:
-    """List (relative POSIX path, size, mtime_ns) of every file under ``source``, sorted, without W or the labels file."""
-    files = []
+@dataclass(frozen=True)
+class _Skipped:
+    """An entry of SRC that is never opened: a link that leaves SRC or dangles, a folder link, a FIFO."""
+
+    relpath: str
+    size: int
+    mtime_ns: int
+    reason: QuarantineReason
+    detail: str
+
+
+def _walk(
+    source: Path, exclude: Path, skip_file: Path | None, follow_external_links: bool = False,
+) -> tuple[list[tuple[str, int, int]], list[_Skipped]]:
+    """List (relative POSIX path, size, mtime_ns) of every regular file under ``source``, sorted, without
+    W or the labels file, and every entry that will not be read, with its reason.
+
+    Symbolic links: a file link whose target is inside SRC is read through the link; one whose target
+    is outside SRC is ``outside_source`` (unless ``follow_external_links``); a dangling one is
+    ``broken_link``. Folder links are never followed: inside SRC their files are read where they
+    are (``directory_link``), outside SRC they are ``outside_source``.
+    """
+    files: list[tuple[str, int, int]] = []
+    skipped: list[_Skipped] = []
     for folder, dirs, names in os.walk(source):
         here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if (here / d).resolve() != exclude)
+        kept = []
+        for name in sorted(dirs):
+            path = here / name
+            if path.is_symlink():
+                skipped.append(_link_entry(path, source, directory=True))
+            elif path.resolve() != exclude:
+                kept.append(name)
+        dirs[:] = kept
         for name in sorted(names):
             path = here / name
-            if path.is_file() and (skip_file is None or path.resolve() != skip_file):
-                stat = path.stat()
-                files.append((path.relative_to(source).as_posix(), stat.st_size, stat.st_mtime_ns))
-    return files
+            relpath = path.relative_to(source).as_posix()
+            try:
+                info = path.lstat()
+            except OSError as exc:
+                skipped.append(_Skipped(relpath, 0, 0, QuarantineReason.UNREADABLE_FILE, f"cannot be listed ({type(exc).__name__})"))
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                entry = _link_entry(path, source, directory=False, follow_external=follow_external_links)
+                if isinstance(entry, _Skipped):
+                    skipped.append(entry)
+                    continue
+                info = entry
+            elif not stat.S_ISREG(info.st_mode):
+                skipped.append(_Skipped(relpath, 0, info.st_mtime_ns, QuarantineReason.NOT_REGULAR_FILE,
+                                        "not a regular file (a FIFO, socket or device); never opened"))
+                continue
+            if skip_file is None or path.resolve() != skip_file:
+                files.append((relpath, info.st_size, info.st_mtime_ns))
+    return files, sorted(skipped, key=lambda s: s.relpath)
+
+
+def _link_entry(path: Path, source: Path, directory: bool, follow_external: bool = False) -> _Skipped | os.stat_result:
+    """What to do with a symbolic link: the target's stat when it is to be read, else why not."""
+    relpath = path.relative_to(source).as_posix()
+    own = path.lstat()
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop of links
+        return _Skipped(relpath, own.st_size, own.st_mtime_ns, QuarantineReason.BROKEN_LINK,
+                        "symbolic link whose target does not exist")
+    inside = target.is_relative_to(source)
+    if directory:
+        if inside:
+            return _Skipped(relpath, own.st_size, own.st_mtime_ns, QuarantineReason.DIRECTORY_LINK,
+                            "link to a folder inside the source folder: not followed (its files are read where they are)")
+        return _Skipped(relpath, own.st_size, own.st_mtime_ns, QuarantineReason.OUTSIDE_SOURCE,
+                        "link to a folder outside the source folder: never followed")
+    if not inside and not follow_external:
+        return _Skipped(relpath, own.st_size, own.st_mtime_ns, QuarantineReason.OUTSIDE_SOURCE,
+                        "symbolic link to a file outside the source folder: not followed (see --follow-external-links)")
+    info = target.stat()
+    if not stat.S_ISREG(info.st_mode):
+        return _Skipped(relpath, own.st_size, own.st_mtime_ns, QuarantineReason.NOT_REGULAR_FILE,
+                        "symbolic link to something that is not a regular file; never opened")
+    return info
 
 
 def _validate(config: IngestConfig) -> tuple[Path, Path]:
@@ -79,14 +161,26 @@ def _validate(config: IngestConfig) -> tuple[Path, Path]:
 
 
 def ingest(config: IngestConfig) -> IngestResult:
-    """Ingest ``config.source`` into ``config.workdir``; see the module docstring for the guarantees."""
+    """Ingest ``config.source`` into ``config.workdir``; see the module docstring for the guarantees.
+
+    Holds the work folder's lock (:func:`pipeline.locking.workdir_lock`) for the whole run.
+    """
     source, workdir = _validate(config)
     labels = read_labels(config.labels) if config.labels is not None else None
-    files = _walk(source, workdir, config.labels.resolve() if config.labels is not None else None)
-    if not files:
+    files, skipped = _walk(source, workdir, config.labels.resolve() if config.labels is not None else None,
+                           config.follow_external_links)
+    if not files and not skipped:
         raise UserInputError(f"source folder is empty: {config.source}")
     wd = Workdir(workdir)
     wd.ensure()
+    with workdir_lock(workdir, "ingest"):
+        return _ingest_locked(config, source, wd, labels, files, skipped)
+
+
+def _ingest_locked(
+    config: IngestConfig, source: Path, wd: Workdir, labels: Any, files: list[tuple[str, int, int]],
+    skipped: list[_Skipped],
+) -> IngestResult:
     secret = load_secret(config.secret, wd.secret_file)
     pseudonymizer = Pseudonymizer(secret)
     workers = config.workers or os.cpu_count() or 1
@@ -97,17 +191,23 @@ def ingest(config: IngestConfig) -> IngestResult:
     old_state = json.loads(state_file.read_text()) if state_file.exists() else None
     fresh = old_state != state
     old_manifest, old_scans, old_quarantine = _previous_tables(wd, fresh)
-    options = ProbeOptions(str(source), secret, config.keep_demographics, config.allow_burned_in)
-    changes = _probe_changes(files, old_manifest, options, pseudonymizer, workers, config.rehash)
+    options = ProbeOptions(str(source), secret, config.keep_demographics, config.allow_burned_in, config.limits)
+    timings: list[tuple[str, str, float]] = []
+    changes = _probe_changes(files, old_manifest, options, pseudonymizer, workers, config, timings)
 
-    tasks = _scan_tasks(changes.probed, changes.identity, pseudonymizer, wd, old_scans, str(source), config, secret)
-    outcomes: list[ScanOutcome] = parallel_map(
-        build_scan, tasks, workers, "building scans", chunksize=max(1, len(tasks) // (8 * workers))
-    )
+    tasks = _scan_tasks(changes.probed, pseudonymizer, wd, old_scans, str(source), config, secret)
+    built = isolated_map(build_scan, tasks, workers, "building scans", config.worker_limits, build_failed,
+                         chunksize=max(1, len(tasks) // (8 * workers)))
+    outcomes = [b.value for b in built]
+    failed_writes = [o.write_error for o in outcomes if o.write_error]
+    if failed_writes:  # the work folder's fault (disk full, permissions), not the source's: stop, write no table
+        raise OSError(f"writing {len(failed_writes)} volume(s) into {wd.volumes} failed: {failed_writes[0]}")
+    for task, timed in zip(tasks, built):
+        timings.extend((path, "build", timed.seconds) for path in task.member_paths)
 
     scans = _merge_scans(old_scans, changes.dirty, outcomes)
     manifest, file_quarantine = _manifest(
-        changes.unchanged, changes.probed, outcomes, changes.old_scan_of, old_quarantine, scans
+        changes.unchanged, changes.probed, outcomes, changes.old_scan_of, old_quarantine, scans, skipped
     )
     joined = join_labels(scans, manifest, labels, pseudonymizer, config.keep_demographics)
     quarantine = quarantine_frame(file_quarantine + unlabeled_rows(manifest, joined.unlabeled_scan_ids))
@@ -131,8 +231,8 @@ def ingest(config: IngestConfig) -> IngestResult:
     _remove_stale_volumes(wd, set(scans["volume_path"].dropna()))
 
     result = IngestResult(
-        workdir=workdir,
-        n_source_files=len(files),
+        workdir=wd.root,
+        n_source_files=len(files) + len(skipped),
         n_probed=changes.n_read,
         n_scans=len(joined.catalog),
         n_volumes_written=sum(o.written for o in outcomes),
@@ -141,10 +241,12 @@ def ingest(config: IngestConfig) -> IngestResult:
         label_counts=_label_counts(joined.catalog),
         unmatched_label_lines=joined.unmatched_label_lines,
         tables_written=written,
+        timings=timings,
     )
     log.info(
-        "ingest: %d files (%d probed), %d scans catalogued, %d volumes written, quarantined %s",
+        "ingest: %d files (%d probed), %d scans catalogued, %d volumes written, quarantined %s; slowest file %.2f s",
         result.n_source_files, result.n_probed, result.n_scans, result.n_volumes_written, result.quarantine_by_reason,
+        result.slowest_file_seconds,
     )
     return result
 
@@ -165,7 +267,6 @@ def _previous_tables(wd: Workdir, fresh: bool) -> tuple[pd.DataFrame, pd.DataFra
 class _Changes:
     unchanged: dict[str, Any]  # relpath -> previous manifest row (mtime/size refreshed)
     probed: list[ProbedFile]  # files read this run
-    identity: dict[str, str]  # relpath -> scan identity, for probed files that parsed
     dirty: set[str]  # scan ids to rebuild
     old_scan_of: dict[str, str]  # relpath -> scan id in the previous manifest
     n_read: int
@@ -173,56 +274,59 @@ class _Changes:
 
 def _probe_changes(
     files: list[tuple[str, int, int]], old_manifest: pd.DataFrame, options: ProbeOptions,
-    pseudonymizer: Pseudonymizer, workers: int, rehash: bool,
+    pseudonymizer: Pseudonymizer, workers: int, config: IngestConfig, timings: list[tuple[str, str, float]],
 ) -> _Changes:
-    """Read new and changed files, then every other file of the scans they touch."""
+    """Read new and changed files, then every other file of the scans they touch (in isolated workers)."""
     previous = {row.source_path: row for row in old_manifest.itertuples(index=False)}
     unchanged: dict[str, Any] = {}
     to_probe: list[tuple[str, int, int]] = []
     for relpath, size, mtime in files:
         old = previous.get(relpath)
-        if old is not None and not rehash and old.size_bytes == size and old.mtime_ns == mtime:
+        if old is not None and not config.rehash and old.size_bytes == size and old.mtime_ns == mtime:
             unchanged[relpath] = old
         else:
             to_probe.append((relpath, size, mtime))
     present = {f[0] for f in files}
     removed = [p for p in previous if p not in present]
 
+    def probe(items: list[tuple[str, int, int]], desc: str) -> list[ProbedFile]:
+        done = isolated_map(probe_file, [(options, *f) for f in items], workers, desc, config.worker_limits,
+                            probe_failed, chunksize=32)
+        timings.extend((t.value.relpath, "probe", t.seconds) for t in done)
+        return [t.value for t in done]
+
     probed = []
-    for item in parallel_map(probe_file, [(options, *f) for f in to_probe], workers, "reading files", chunksize=32):
+    for item in probe(to_probe, "reading files"):
         old = previous.get(item.relpath)
-        if old is not None and old.sha256 == item.sha256:  # same bytes under a new mtime: nothing to rebuild
+        if old is not None and item.sha256 is not None and old.sha256 == item.sha256:  # same bytes, new mtime
             unchanged[item.relpath] = old._replace(mtime_ns=item.mtime_ns, size_bytes=item.size)
         else:
             probed.append(item)
 
     old_scan_of = {p: r.scan_id for p, r in previous.items() if isinstance(r.scan_id, str)}
     dirty = {old_scan_of[p] for p in removed + [i.relpath for i in probed] if p in old_scan_of}
-    identity = {i.relpath: scan_identity(i) for i in probed if i.quarantine is None}
-    dirty |= {pseudonymizer.scan(ident) for ident in identity.values()}
+    dirty |= {pseudonymizer.scan(i.identity) for i in probed if i.identity is not None}
     rejoin = [(p, r.size_bytes, r.mtime_ns) for p, r in unchanged.items() if old_scan_of.get(p) in dirty]
-    for item in parallel_map(probe_file, [(options, *f) for f in rejoin], workers, "re-reading series", chunksize=32):
+    for item in probe(rejoin, "re-reading series"):
         unchanged.pop(item.relpath, None)
         probed.append(item)
-        if item.quarantine is None:
-            identity[item.relpath] = scan_identity(item)
-    return _Changes(unchanged, probed, identity, dirty, old_scan_of, len(to_probe) + len(rejoin))
+    return _Changes(unchanged, probed, dirty, old_scan_of, len(to_probe) + len(rejoin))
 
 
 def _scan_tasks(
-    probed: list[ProbedFile], identity: dict[str, str], pseudonymizer: Pseudonymizer, wd: Workdir,
+    probed: list[ProbedFile], pseudonymizer: Pseudonymizer, wd: Workdir,
     old_scans: pd.DataFrame, root: str, config: IngestConfig, secret: bytes,
 ) -> list[ScanTask]:
     previous_hash = dict(zip(old_scans["scan_id"], old_scans["content_hash"]))
     groups: dict[str, list[ProbedFile]] = {}
     for item in probed:
-        if item.quarantine is None:
-            groups.setdefault(pseudonymizer.scan(identity[item.relpath]), []).append(item)
+        if item.quarantine is None and item.identity is not None:
+            groups.setdefault(pseudonymizer.scan(item.identity), []).append(item)
     tasks = []
     for scan_id, members in sorted(groups.items()):
         relpath = f"volumes/{scan_id}{VOLUME_SUFFIX}"
         task = ScanTask(scan_id, root, str(wd.root / relpath), relpath, previous_hash.get(scan_id),
-                        config.spacing_tolerance, secret)
+                        config.spacing_tolerance, secret, limits=config.limits)
         if members[0].is_nifti:
             task.nifti_relpath = members[0].relpath
         else:
@@ -241,7 +345,7 @@ def _merge_scans(old: pd.DataFrame, dirty: set[str], outcomes: Iterable[ScanOutc
 
 def _manifest(
     unchanged: dict[str, Any], probed: list[ProbedFile], outcomes: list[ScanOutcome],
-    old_scan_of: dict[str, str], old_quarantine: pd.DataFrame, scans: pd.DataFrame,
+    old_scan_of: dict[str, str], old_quarantine: pd.DataFrame, scans: pd.DataFrame, skipped: list[_Skipped],
 ) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
     """Build the manifest (without status) and every quarantine row except ``unlabeled`` ones.
 
@@ -259,8 +363,10 @@ def _manifest(
     for outcome in outcomes:
         file_rows.extend(outcome.file_quarantine)
         scan_of.update({path: outcome.scan_id for path in outcome.member_paths})
+    file_rows += [(s.relpath, s.reason.value, s.detail) for s in skipped]
     rows = [(p, int(r.size_bytes), int(r.mtime_ns), r.sha256) for p, r in unchanged.items()]
     rows += [(i.relpath, i.size, i.mtime_ns, i.sha256) for i in probed]
+    rows += [(s.relpath, s.size, s.mtime_ns, None) for s in skipped]
     manifest = pd.DataFrame(rows, columns=["source_path", "size_bytes", "mtime_ns", "sha256"])
     manifest["scan_id"] = [scan_of.get(p) for p in manifest["source_path"]]
     manifest["status"] = None
@@ -277,8 +383,6 @@ def _remove_stale_volumes(wd: Workdir, keep: set[str]) -> None:
     for path in wd.volumes.glob("*.nii*"):
         if f"volumes/{path.name}" not in keep:
             path.unlink()
-    for tmp in wd.volumes.glob(".*.tmp*"):
-        tmp.unlink()
 
 
 def _label_counts(catalog: pd.DataFrame) -> dict[str, dict[str, int]]:

@@ -16,17 +16,17 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import parse_basic_offsets, parse_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
-from pydicom.values import convert_value
 
 from pipeline.deid import Pseudonymizer, allowed_metadata
 from pipeline.errors import QuarantineError, QuarantineReason
+from pipeline.io.header import header_float, header_floats, header_int, optional_float, raw_value
+from pipeline.io.limits import ReadLimits, check_finite
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: Modalities whose single images without ImagePositionPatient are planar (each file is its own 2D scan).
@@ -96,24 +96,9 @@ class DicomInstance:
 
 
 def _attr(ds: Dataset, keyword: str, default: Any = None) -> Any:
-    """``ds.get(keyword, default)`` for non-sequence attributes, converting the raw element with
-    pydicom's own value converter but without building a DataElement (a fifth of the header pass)."""
-    element = ds.get_item(keyword)
-    if element is None:
-        return default
-    if isinstance(element, RawDataElement):
-        value = convert_value(element.VR or dictionary_VR(element.tag), element, None)
-    else:
-        value = element.value
+    """``ds.get(keyword, default)`` for non-numeric, non-sequence attributes (see :func:`raw_value`)."""
+    value = raw_value(ds, keyword)
     return default if value is None else value
-
-
-def _floats(value: Any, n: int) -> tuple[float, ...] | None:
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    return out if len(out) == n and all(np.isfinite(out)) else None
 
 
 def _functional(ds: Dataset, frame: int, group: str) -> Dataset | None:
@@ -127,68 +112,140 @@ def _functional(ds: Dataset, frame: int, group: str) -> Dataset | None:
 
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     for name in ("PixelSpacing", "ImagerPixelSpacing"):
-        if name in ds:
-            spacing = _floats(ds[name].value, 2)
-            if spacing and min(spacing) > 0:
-                return (spacing[0], spacing[1])
+        spacing = header_floats(ds, name, 2, positive=True)
+        if spacing is not None:
+            return (spacing[0], spacing[1])
     regions = ds.get("SequenceOfUltrasoundRegions")
     if regions:
         region = regions[0]
         if region.get("PhysicalUnitsXDirection") == 3 and region.get("PhysicalUnitsYDirection") == 3:  # cm
-            dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
+            dx, dy = optional_float(region, "PhysicalDeltaX"), optional_float(region, "PhysicalDeltaY")
             if dx and dy:
-                return (abs(float(dy)) * 10.0, abs(float(dx)) * 10.0)
+                return (abs(dy) * 10.0, abs(dx) * 10.0)
     return None
 
 
+def _rescale(ds: Dataset) -> tuple[float, float]:
+    return (header_float(ds, "RescaleSlope", 1.0) or 1.0, header_float(ds, "RescaleIntercept", 0.0))
+
+
 def _frame_geometries(ds: Dataset, n_frames: int) -> list[FrameGeometry]:
-    base_position = _floats(_attr(ds, "ImagePositionPatient"), 3)
-    base_orientation = _floats(_attr(ds, "ImageOrientationPatient"), 6)
-    base_spacing = _pixel_spacing(ds)
-    base_rescale = (float(_attr(ds, "RescaleSlope", 1) or 1), float(_attr(ds, "RescaleIntercept", 0) or 0))
-    base = FrameGeometry(base_position, base_orientation, base_spacing, base_rescale)
+    """Per-frame geometry; ``n_frames`` must already be checked against the file's size."""
+    base_position = header_floats(ds, "ImagePositionPatient", 3)
+    base_orientation = header_floats(ds, "ImageOrientationPatient", 6)
+    base = FrameGeometry(base_position, base_orientation, _pixel_spacing(ds), _rescale(ds))
     if "PerFrameFunctionalGroupsSequence" not in ds and "SharedFunctionalGroupsSequence" not in ds:
         return [base] * n_frames
     out = []
     for frame in range(n_frames):
-        position, orientation, spacing, rescale = base_position, base_orientation, base_spacing, base_rescale
+        position, orientation, spacing, rescale = base.position, base.orientation, base.pixel_spacing, base.rescale
         plane = _functional(ds, frame, "PlanePositionSequence")
         if plane is not None:
-            position = _floats(plane.get("ImagePositionPatient"), 3)
+            position = header_floats(plane, "ImagePositionPatient", 3)
         orient = _functional(ds, frame, "PlaneOrientationSequence")
         if orient is not None:
-            orientation = _floats(orient.get("ImageOrientationPatient"), 6)
+            orientation = header_floats(orient, "ImageOrientationPatient", 6)
         measures = _functional(ds, frame, "PixelMeasuresSequence")
         if measures is not None and "PixelSpacing" in measures:
             spacing = _pixel_spacing(measures) or spacing
         transform = _functional(ds, frame, "PixelValueTransformationSequence")
         if transform is not None:
-            rescale = (float(transform.get("RescaleSlope", 1) or 1), float(transform.get("RescaleIntercept", 0) or 0))
+            rescale = _rescale(transform)
         out.append(FrameGeometry(position, orientation, spacing, rescale))
     return out
 
 
-def _expected_native_bytes(ds: Dataset, n_frames: int) -> int:
-    bits = int(_attr(ds, "BitsAllocated", 8) or 8)
-    n_pixels = int(ds.Rows) * int(ds.Columns) * int(_attr(ds, "SamplesPerPixel", 1) or 1) * n_frames
-    return (n_pixels * bits + 7) // 8
+@dataclass(frozen=True)
+class _PixelLayout:
+    """The pixel module's numbers, each checked against its legal range."""
+
+    rows: int
+    cols: int
+    samples: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    planar: int
+    n_frames: int
+
+    @property
+    def n_values(self) -> int:
+        return self.rows * self.cols * self.samples * self.n_frames
+
+    @property
+    def stored_bytes(self) -> int:
+        return (self.n_values * self.bits_allocated + 7) // 8
 
 
-def parse_dicom(
-    data: bytes, relpath: str, pseudonymizer: Pseudonymizer, keep_demographics: bool, allow_burned_in: bool
-) -> DicomInstance:
-    """Parse a file's bytes into a :class:`DicomInstance`, or raise :class:`QuarantineError`."""
+def _pixel_layout(ds: Dataset, limits: ReadLimits) -> _PixelLayout:
+    rows = header_int(ds, "Rows", None, 1, 65535)
+    cols = header_int(ds, "Columns", None, 1, 65535)
+    samples = header_int(ds, "SamplesPerPixel", 1, 1, 4)
+    if samples == 2:
+        raise QuarantineError(QuarantineReason.INVALID_VALUE, "SamplesPerPixel is 2 (1, 3 or 4 are defined)")
+    bits_allocated = header_int(ds, "BitsAllocated", 16, 1, 64)
+    if bits_allocated != 1 and bits_allocated % 8:
+        raise QuarantineError(QuarantineReason.INVALID_VALUE, "BitsAllocated is neither 1 nor a multiple of 8")
+    bits_stored = header_int(ds, "BitsStored", bits_allocated, 1, bits_allocated)
+    signed = header_int(ds, "PixelRepresentation", 0, 0, 1) == 1
+    planar = header_int(ds, "PlanarConfiguration", 0, 0, 1)
+    n_frames = header_int(ds, "NumberOfFrames", 1, 1, limits.max_frames)
+    return _PixelLayout(rows, cols, samples, bits_allocated, bits_stored, signed, planar, n_frames)
+
+
+def _check_pixel_bytes(layout: _PixelLayout, syntax: UID, value: bytes, limits: ReadLimits, warnings: list[str]) -> None:
+    """Declared pixel bytes against the bytes the file holds, before anything is decoded."""
+    expected, actual = layout.stored_bytes, len(value)
+    if not syntax.is_compressed:
+        if actual < expected:
+            raise QuarantineError(
+                QuarantineReason.TRUNCATED, f"pixel data has {actual} bytes, {expected} expected for the declared image size"
+            )
+        if actual > expected + 1:
+            warnings.append(f"pixel data holds {actual - expected} bytes more than the declared image size; ignored")
+        return
+    fragments = _count_fragments(value)
+    if fragments < layout.n_frames:
+        raise QuarantineError(
+            QuarantineReason.IMPLAUSIBLE_HEADER,
+            f"{layout.n_frames} frames declared but the encapsulated pixel data has {fragments} fragment(s)",
+        )
+    if expected > limits.max_compression_ratio * max(actual, 1):
+        raise QuarantineError(
+            QuarantineReason.IMPLAUSIBLE_HEADER,
+            f"declared image size ({expected} bytes) is over {limits.max_compression_ratio:g} times the "
+            f"{actual} compressed bytes in the file",
+        )
+
+
+def _count_fragments(value: bytes) -> int:
+    """Fragments of encapsulated pixel data (after the Basic Offset Table item); 0 when malformed."""
+    buffer = io.BytesIO(value)
+    try:
+        parse_basic_offsets(buffer)  # leaves the buffer at the first fragment
+        return parse_fragments(buffer)[0]
+    except Exception:  # noqa: BLE001 (malformed item tags and lengths)
+        return 0
+
+
+def _read_dataset(data: bytes) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(io.BytesIO(data))
+            return pydicom.dcmread(io.BytesIO(data))
         except InvalidDicomError:
             _raise_not_part10(data)
         except (EOFError, OSError) as exc:
             raise QuarantineError(QuarantineReason.TRUNCATED, f"file ends inside the DICOM data set ({type(exc).__name__})")
-        except Exception as exc:  # pydicom raises many types on malformed input
+        except MemoryError:
+            raise QuarantineError(QuarantineReason.IMPLAUSIBLE_HEADER, "an element declares a length the file cannot hold")
+        except Exception as exc:  # noqa: BLE001 (pydicom raises many types on malformed input)
             raise QuarantineError(QuarantineReason.NOT_DICOM, f"cannot be parsed as DICOM ({type(exc).__name__})")
-    meta = getattr(ds, "file_meta", None)
+    raise AssertionError("unreachable")
+
+
+def _check_image_object(ds: Dataset, meta: Dataset | None, allow_burned_in: bool) -> tuple[str, UID]:
+    """Quarantine what is not an image this reader can lay out; return (SOP class, transfer syntax)."""
     sop_class = str(_attr(ds, "SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise QuarantineError(
@@ -197,6 +254,9 @@ def parse_dicom(
         )
     if meta is None or "TransferSyntaxUID" not in meta:
         raise QuarantineError(QuarantineReason.NO_FILE_META, "no file meta information, so the transfer syntax is unknown")
+    syntax = UID(str(_attr(meta, "TransferSyntaxUID", "") or "").strip())
+    if not syntax.is_valid or not syntax.is_transfer_syntax:
+        raise QuarantineError(QuarantineReason.UNKNOWN_TRANSFER_SYNTAX, "TransferSyntaxUID is not a known transfer syntax")
     if not any(tag in ds for tag in PIXEL_TAGS):
         modality = str(_attr(ds, "Modality", "") or "")
         if modality in NON_IMAGE_MODALITIES or (sop_class and "Image" not in UID(sop_class).name):
@@ -209,24 +269,33 @@ def parse_dicom(
             QuarantineReason.BURNED_IN_ANNOTATION,
             "BurnedInAnnotation is YES: pixels may show identifying text (allow with allow_burned_in)",
         )
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-    except (AttributeError, TypeError, ValueError):
-        raise QuarantineError(QuarantineReason.NO_PIXEL_DATA, "Rows/Columns missing, so the pixels cannot be laid out")
-    n_frames = int(_attr(ds, "NumberOfFrames", 1) or 1)
-    syntax = str(meta.TransferSyntaxUID)
+    return sop_class, syntax
+
+
+def parse_dicom(
+    data: bytes, relpath: str, pseudonymizer: Pseudonymizer, keep_demographics: bool, allow_burned_in: bool,
+    limits: ReadLimits | None = None,
+) -> DicomInstance:
+    """Parse a file's bytes into a :class:`DicomInstance`, or raise :class:`QuarantineError`.
+
+    Every number of the pixel module is range-checked and the bytes the pixels would need are checked
+    against the file and against ``limits`` before any per-frame structure is built.
+    """
+    limits = limits or ReadLimits()
+    ds = _read_dataset(data)
+    meta = getattr(ds, "file_meta", None)
+    _, syntax = _check_image_object(ds, meta, allow_burned_in)
+    layout = _pixel_layout(ds, limits)
+    notes: list[str] = []
     pixel_span = None
     if "PixelData" in ds:
         raw = ds.get_item("PixelData")
-        value_length = len(raw.value) if raw.value is not None else 0
+        value = raw.value if isinstance(raw.value, bytes) else b""
         if syntax != DEFLATED and getattr(raw, "value_tell", None) is not None:
-            pixel_span = (int(raw.value_tell), value_length)
-    if pixel_span is not None and not meta.TransferSyntaxUID.is_compressed:
-        expected, actual = _expected_native_bytes(ds, n_frames), pixel_span[1]
-        if actual < expected:
-            raise QuarantineError(
-                QuarantineReason.TRUNCATED, f"pixel data has {actual} bytes, {expected} expected for the declared image size"
-            )
+            pixel_span = (int(raw.value_tell), len(value))
+        if syntax != DEFLATED:
+            _check_pixel_bytes(layout, syntax, value, limits, notes)
+    limits.check_decoded(layout.n_values, max(layout.bits_allocated, 8) / 8, "the pixel data")
     patient = str(_attr(ds, "PatientID", "") or "").strip()
     study_uid = str(_attr(ds, "StudyInstanceUID", "") or "")
     series_uid = str(_attr(ds, "SeriesInstanceUID", "") or "")
@@ -238,20 +307,21 @@ def parse_dicom(
         patient_id=pseudonymizer.patient(patient) if patient else None,
         study_id=pseudonymizer.study(study_uid or f"no-study:{relpath}"),
         series_id=pseudonymizer.series(series_uid or f"no-series:{relpath}"),
-        rows=rows,
-        cols=cols,
-        samples_per_pixel=int(_attr(ds, "SamplesPerPixel", 1) or 1),
-        photometric=str(_attr(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2"),
-        bits_stored=int(_attr(ds, "BitsStored", _attr(ds, "BitsAllocated", 16)) or 16),
-        signed=int(_attr(ds, "PixelRepresentation", 0) or 0) == 1,
-        n_frames=n_frames,
-        frames=_frame_geometries(ds, n_frames),
-        slice_thickness=_positive(_attr(ds, "SliceThickness")),
-        spacing_between_slices=_positive(_attr(ds, "SpacingBetweenSlices")),
+        rows=layout.rows,
+        cols=layout.cols,
+        samples_per_pixel=layout.samples,
+        photometric=str(_attr(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip(),
+        bits_stored=layout.bits_stored,
+        signed=layout.signed,
+        n_frames=layout.n_frames,
+        frames=_frame_geometries(ds, layout.n_frames),
+        slice_thickness=optional_float(ds, "SliceThickness", positive=True),
+        spacing_between_slices=_positive(ds, "SpacingBetweenSlices"),
         metadata=allowed_metadata(ds, keep_demographics),
-        transfer_syntax=syntax,
-        bits_allocated=int(_attr(ds, "BitsAllocated", 16) or 16),
-        planar_configuration=int(_attr(ds, "PlanarConfiguration", 0) or 0),
+        warnings=notes,
+        transfer_syntax=str(syntax),
+        bits_allocated=layout.bits_allocated,
+        planar_configuration=layout.planar,
         pixel_span=pixel_span,
     )
     if not series_uid:
@@ -259,12 +329,10 @@ def parse_dicom(
     return instance
 
 
-def _positive(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 and np.isfinite(number) else None
+def _positive(ds: Dataset, keyword: str) -> float | None:
+    """An optional spacing: a negative SpacingBetweenSlices (seen in real files) counts as absent."""
+    value = optional_float(ds, keyword)
+    return value if value is not None and value > 0 else None
 
 
 def _looks_like_dataset(data: bytes) -> bool:
@@ -328,7 +396,13 @@ def decode_frames(data: bytes, instance: DicomInstance | None = None) -> np.ndar
                 )
             else:
                 pixels = pixel_array(io.BytesIO(data))
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except MemoryError:
+            raise QuarantineError(QuarantineReason.TOO_LARGE, "decoding ran out of the worker's memory limit")
+        except BaseException as exc:  # noqa: BLE001 (pylibjpeg-rle raises a Rust PanicException, a BaseException)
+            if type(exc).__name__ == "PanicException":
+                raise QuarantineError(QuarantineReason.DECODER_CRASH, "the decoder panicked (PanicException)")
             message = str(exc).lower()
             if "less than expected" in message or "shorter than" in message or "truncat" in message:
                 raise QuarantineError(QuarantineReason.TRUNCATED, "pixel data is shorter than the declared image size")
@@ -338,6 +412,8 @@ def decode_frames(data: bytes, instance: DicomInstance | None = None) -> np.ndar
     pixels = np.asarray(pixels)
     if instance.n_frames == 1:
         pixels = pixels[np.newaxis]
+    if pixels.shape[:3] != (instance.n_frames, instance.rows, instance.cols) or pixels.ndim not in (3, 4):
+        raise QuarantineError(QuarantineReason.UNDECODABLE_PIXELS, "decoded pixels do not match the declared image size")
     values = pixels.astype(np.float64)
     if values.ndim == 4:  # colour: (frames, rows, cols, 3)
         values = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
@@ -347,4 +423,6 @@ def decode_frames(data: bytes, instance: DicomInstance | None = None) -> np.ndar
         slope, intercept = geometry.rescale
         if slope != 1.0 or intercept != 0.0:
             values[index] = values[index] * slope + intercept
+    check_finite(values)
     return values
+

@@ -8,6 +8,7 @@ else but the content hash in ``descrip``: no file names, no header values, so no
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.errors import QuarantineError, QuarantineReason
+from pipeline.io.limits import DEFLATE_MAX_RATIO, ReadLimits, check_finite
 from pipeline.storage import atomic_write
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -73,17 +75,55 @@ def canonical_volume(
     return Volume(np.asanyarray(image.dataobj), image.affine, dims, list(warnings or []))
 
 
-def read_nifti(path: Path) -> Volume:
+def _check_declared_size(image: nib.spatialimages.SpatialImage, path: Path, limits: ReadLimits) -> None:
+    """Header dimensions against the file's real size and the caps, before any voxel is read."""
+    shape = tuple(int(d) for d in image.shape)
+    if not 1 <= len(shape) <= 7 or any(d < 1 for d in shape):
+        raise QuarantineError(QuarantineReason.INVALID_VALUE, "the NIfTI header's dimensions are not 1 to 7 positive sizes")
+    n_voxels = math.prod(shape)
+    itemsize = image.header.get_data_dtype().itemsize
+    declared = n_voxels * itemsize
+    limits.check_decoded(n_voxels, itemsize, f"a {'x'.join(map(str, shape))} NIfTI volume")
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        if declared > DEFLATE_MAX_RATIO * size:
+            raise QuarantineError(
+                QuarantineReason.IMPLAUSIBLE_HEADER,
+                f"the header declares {declared} bytes of voxels; gzip cannot expand {size} bytes that far",
+            )
+        return
+    offset = int(float(image.header.get("vox_offset", 0) or 0)) if "vox_offset" in image.header else 0
+    if offset + declared > size:
+        raise QuarantineError(
+            QuarantineReason.TRUNCATED,
+            f"the header declares {declared} bytes of voxels from byte {offset}; the file has {size} bytes",
+        )
+
+
+def read_nifti(path: Path, limits: ReadLimits | None = None) -> Volume:
     """Load a source NIfTI file as a canonical volume, or raise :class:`QuarantineError`.
 
-    4D files whose fourth axis has length 1 are squeezed; other 4D/5D files (time series,
-    multi-channel) are quarantined as ``unsupported_dimensions``. 2D files become 2D scans.
+    The header's dimensions are checked against the file's size and ``limits`` before any voxel is
+    read. 4D files whose fourth axis has length 1 are squeezed; other 4D/5D files (time series,
+    multi-channel) are quarantined as ``unsupported_dimensions``. 2D files become 2D scans. NaN or
+    infinite voxels quarantine the file (``non_finite_values``).
     """
     try:
         image = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})")
+    try:
+        _check_declared_size(image, path, limits or ReadLimits())
+    except QuarantineError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (a header field nibabel cannot interpret)
+        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"the header cannot be interpreted ({type(exc).__name__})")
+    try:
         data = np.asarray(image.dataobj, dtype=np.float64)
         affine = image.affine
-    except Exception as exc:
+    except MemoryError:
+        raise QuarantineError(QuarantineReason.TOO_LARGE, "reading the voxels ran out of the worker's memory limit")
+    except Exception as exc:  # noqa: BLE001
         raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})")
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -92,10 +132,13 @@ def read_nifti(path: Path) -> Volume:
             QuarantineReason.UNSUPPORTED_DIMENSIONS, f"{data.ndim}D NIfTI with shape {tuple(data.shape)}; only 2D and 3D scans are ingested"
         )
     dims = 2 if data.ndim == 2 or (data.ndim == 3 and 1 in data.shape) else 3
+    if data.ndim == 1:
+        raise QuarantineError(QuarantineReason.UNSUPPORTED_DIMENSIONS, "1D NIfTI; only 2D and 3D scans are ingested")
     if data.ndim == 2:
         data = data[:, :, np.newaxis]
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise QuarantineError(QuarantineReason.INCONSISTENT_GEOMETRY, "the NIfTI affine is singular or not finite")
+    check_finite(data)
     return canonical_volume(data, affine, dims)
 
 

@@ -24,9 +24,10 @@ REASONS = {r.value for r in QuarantineReason}
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file's size, mtime and hash, but the writer lock (each run takes and releases it)."""
     return {
         str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).as_posix() != ".scanlens/lock"
     }
 
 
@@ -147,9 +148,11 @@ def test_a_crash_mid_run_leaves_no_partial_file_and_the_rerun_completes(tmp_path
         ingest(IngestConfig(source=tmp_path / "src", workdir=tmp_path / "w", workers=1))
     leftovers = [p.name for p in (tmp_path / "w").rglob("*") if ".tmp" in p.name]
     assert leftovers == [] and not (tmp_path / "w" / "catalog.parquet").exists()
+    kept = len(list((tmp_path / "w" / "volumes").glob("*.nii")))
+    assert kept == 2  # the other scans' volumes were written; the failed one is not there
     monkeypatch.setattr(pipeline.assemble, "write_volume", real_write)
     result = ingest(IngestConfig(source=tmp_path / "src", workdir=tmp_path / "w", workers=1))
-    assert result.n_scans == 3 and result.n_volumes_written == 2  # the volume written before the crash is reused
+    assert result.n_scans == 3 and result.n_volumes_written == 1  # the volumes written before the failure are reused
 
 
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
