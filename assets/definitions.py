@@ -11,6 +11,11 @@ from assets.operations import RETRAIN_CRON, champion_model, model_version
 from assets.resources import ScanLensProject, secret_resource
 from assets.scoring import ScoringInbox, inbox_sensor, scan_scores, score_new_scans
 from assets.training import preprocessed_scans, trained_model
+from pipeline.logsafety import install as install_log_redaction
+
+# Library warnings and third-party log records in every process that loads this code location (the
+# webserver, the daemon, each run's steps) go through ScanLens's redaction: no header value in a log.
+install_log_redaction()
 
 all_assets = [demo_studies, scan_catalog, preprocessed_scans, trained_model, cv_folds, fold_models, cv_evaluation,
               saliency_maps, interpretability_report, model_version, champion_model, scan_scores]

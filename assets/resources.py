@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import dagster as dg
+from pydantic import Field
+
+from pipeline.locking import set_lock_timeout
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Where the demo study folder and its labels are made (``$SCANLENS_DEMO_ROOT`` or ``<repo>/demo_work``).
@@ -22,6 +25,13 @@ class ScanLensProject(dg.ConfigurableResource):
     workdir: str = os.environ.get("SCANLENS_WORKDIR", str(DEMO_ROOT / "workdir"))
     demo_data: str = str(PROJECT_ROOT / "data" / "demo")
     demo_root: str = str(DEMO_ROOT)
+    lock_timeout_s: Optional[float] = Field(
+        default=None, description="seconds a step waits for a work folder another run is writing, then fails "
+        "(default: $SCANLENS_LOCK_TIMEOUT or 600)")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.lock_timeout_s is not None:
+            set_lock_timeout(self.lock_timeout_s)
 
     @property
     def workdir_path(self) -> Path:

@@ -75,6 +75,7 @@ def scan_scores(context: dg.AssetExecutionContext, config: ScanScoresConfig, pro
     return dg.MaterializeResult(metadata={
         "model_version": done.model_version, "source_files": done.n_files, "scans": done.n_scans,
         "scored": len(done.scores), "already_scored": done.n_skipped, "other_dimensions": done.n_incompatible,
+        "not_scored_because": dg.MetadataValue.json(done.not_scored),
         "quarantined_by_reason": dg.MetadataValue.json(done.quarantine_by_reason),
         "dicom_objects": len(done.dicom_outputs),
         "dicom_output_failures": dg.MetadataValue.json(done.dicom_failures),

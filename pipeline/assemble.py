@@ -19,7 +19,14 @@ from pipeline.deid import Pseudonymizer
 from pipeline.errors import QuarantineError, QuarantineReason
 from pipeline.io.dicom import DicomInstance, decode_frames, parse_dicom
 from pipeline.io.limits import ReadLimits
-from pipeline.io.nifti import Volume, canonical_volume, is_nifti, read_nifti, stored_content_hash, write_volume
+from pipeline.io.nifti import (
+    Volume,
+    canonical_volume,
+    is_nifti,
+    read_nifti,
+    stored_content_hash,
+    write_volume,
+)
 from pipeline.io.series import group_key, plan_series, stack_slices
 from pipeline.parallel import TaskFailure
 

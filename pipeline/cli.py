@@ -18,6 +18,7 @@ from pipeline.config import IngestConfig
 from pipeline.errors import UserInputError
 from pipeline.io.limits import ReadLimits
 from pipeline.locking import set_lock_timeout
+from pipeline.logsafety import install as install_log_redaction
 from pipeline.parallel import WorkerLimits
 
 if TYPE_CHECKING:
@@ -315,8 +316,9 @@ def _score(args: argparse.Namespace) -> int:
         done = score_study(workdir, study.folder, study.key, args.out.resolve() if args.out else None, secret.decode(),
                            champion, overlays=not args.no_overlays)
         quarantined = ", ".join(f"{k}={v}" for k, v in done.quarantine_by_reason.items()) or "none"
+        not_scored = "".join(f", {n} not scored ({why})" for why, n in done.not_scored.items())
         sys.stdout.write(f"{study.key}: {done.n_scans} scans, {len(done.scores)} scored, {done.n_skipped} already "
-                         f"scored; quarantined: {quarantined}\n")
+                         f"scored{not_scored}; quarantined: {quarantined}\n")
         totals["scored"] += len(done.scores)
         totals["skipped"] += done.n_skipped
         totals["dicom"] += len(done.dicom_outputs)
@@ -426,6 +428,7 @@ COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "train": _tr
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     if args.lock_timeout is not None:
         set_lock_timeout(args.lock_timeout)
     try:

@@ -18,9 +18,24 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from pipeline.assemble import ProbedFile, ProbeOptions, ScanOutcome, ScanTask, build_failed, build_scan, probe_failed, probe_file
+from pipeline.assemble import (
+    ProbedFile,
+    ProbeOptions,
+    ScanOutcome,
+    ScanTask,
+    build_failed,
+    build_scan,
+    probe_failed,
+    probe_file,
+)
 from pipeline.catalog import (
-    MANIFEST_SCHEMA, QUARANTINE_SCHEMA, SCANS_COLUMNS, catalog_schema, join_labels, quarantine_frame, unlabeled_rows,
+    MANIFEST_SCHEMA,
+    QUARANTINE_SCHEMA,
+    SCANS_COLUMNS,
+    catalog_schema,
+    join_labels,
+    quarantine_frame,
+    unlabeled_rows,
 )
 from pipeline.config import IngestConfig
 from pipeline.deid import Pseudonymizer, load_secret
@@ -28,7 +43,12 @@ from pipeline.errors import QuarantineReason, UserInputError
 from pipeline.labels import read_labels
 from pipeline.locking import workdir_lock
 from pipeline.parallel import isolated_map
-from pipeline.storage import Workdir, atomic_write_bytes, read_parquet, write_parquet_if_changed
+from pipeline.storage import (
+    Workdir,
+    atomic_write_bytes,
+    read_parquet,
+    write_parquet_if_changed,
+)
 
 log = logging.getLogger(__name__)
 

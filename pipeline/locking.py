@@ -29,10 +29,12 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
+from functools import wraps
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from pipeline.errors import WorkdirBusyError
 
@@ -45,6 +47,9 @@ LOCK_NAME = ".scanlens/lock"
 TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp(\..+)?$")
 STAGING_DIR = re.compile(r"^\..+\.partial$")
 POLL_S = 0.2
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _held: dict[Path, int] = {}  # lock file -> depth, in this process
 _threads: dict[Path, threading.RLock] = {}
@@ -134,6 +139,17 @@ def workdir_lock(workdir: Path, purpose: str, timeout: float | None = None) -> I
         thread_lock.release()
 
 
+def writes_workdir(purpose: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: hold :func:`workdir_lock` on the function's first argument (the work folder) for the call."""
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @wraps(fn)
+        def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+            with workdir_lock(Path(args[0] if args else kwargs["workdir"]), purpose):  # type: ignore[arg-type]
+                return fn(*args, **kwargs)
+        return locked
+    return decorate
+
+
 def _acquire(fd: int, path: Path, purpose: str, wait: float) -> None:
     deadline = time.monotonic() + wait
     announced = False
@@ -156,7 +172,7 @@ def _acquire(fd: int, path: Path, purpose: str, wait: float) -> None:
     if previous and not _pid_alive(previous):
         log.warning("stale lock: %s ended without releasing the work folder; cleaning up after it", _describe(previous))
     record = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
-              "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+              "since": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
 

@@ -28,6 +28,8 @@ from typing import Callable, Generic, TypeVar
 from pebble import ProcessExpired, ProcessFuture, ProcessPool
 from tqdm import tqdm
 
+from pipeline.logsafety import install as install_log_redaction
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
@@ -99,6 +101,7 @@ class Timed(Generic[R]):
 def _limit_worker(memory_mb: int) -> None:
     """Worker initialiser: die with the parent, default SIGALRM (ends the process), cap the address space."""
     _one_thread_per_worker()
+    install_log_redaction()
     try:  # PR_SET_PDEATHSIG = 1: a worker never outlives a parent killed with SIGKILL
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux
@@ -112,7 +115,7 @@ def _limit_worker(memory_mb: int) -> None:
                     current = int(line.split()[1]) * 1024
     except OSError:
         pass
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
     wanted = current + memory_mb * 1024 * 1024
     if hard != resource.RLIM_INFINITY:
         wanted = min(wanted, hard)

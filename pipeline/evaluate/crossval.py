@@ -22,8 +22,14 @@ from pipeline.errors import UserInputError
 from pipeline.evaluate.folds import Folds, evaluation_dir, load_folds
 from pipeline.evaluate.splits import TEST
 from pipeline.inference import load_model, predict_probabilities
+from pipeline.locking import writes_workdir
 from pipeline.preprocess import AugmentConfig, PreprocessConfig, preprocess_catalog
-from pipeline.storage import Workdir, sha256_file, write_bytes_if_changed, write_parquet_if_changed
+from pipeline.storage import (
+    Workdir,
+    sha256_file,
+    write_bytes_if_changed,
+    write_parquet_if_changed,
+)
 from pipeline.train import TrainConfig, train
 
 module_log = logging.getLogger(__name__)
@@ -50,6 +56,7 @@ def settings_hash(cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig) -
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+@writes_workdir("train")
 def train_fold(workdir: Path, fold: int, cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig = AugmentConfig(),
                folds: Folds | None = None, progress: bool = False, log: logging.Logger | Any = module_log) -> FoldRun:
     """Train (or resume) fold ``fold``'s model and write its out-of-fold and test predictions."""

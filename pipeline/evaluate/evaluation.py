@@ -21,11 +21,19 @@ import pandas as pd
 from pipeline.errors import UserInputError
 from pipeline.evaluate import plots
 from pipeline.evaluate.crossval import fold_dir, train_fold
-from pipeline.evaluate.folds import CVSettings, Folds, evaluation_dir, fold_counts, load_folds, make_folds
+from pipeline.evaluate.folds import (
+    CVSettings,
+    Folds,
+    evaluation_dir,
+    fold_counts,
+    load_folds,
+    make_folds,
+)
 from pipeline.evaluate.operating_point import choose_threshold
 from pipeline.evaluate.subgroups import subgroup_table, with_subgroup_columns
 from pipeline.evaluate.summary import binary_block, multiclass_block
 from pipeline.evaluate.weighted import bootstrap_weights, roc_band
+from pipeline.locking import writes_workdir
 from pipeline.preprocess import AugmentConfig, PreprocessConfig
 from pipeline.storage import Workdir, write_bytes_if_changed, write_parquet_if_changed
 from pipeline.train import TrainConfig
@@ -204,6 +212,7 @@ def _plots(folder: Path, oof: pd.DataFrame, test: pd.DataFrame, classes: list[st
     return paths
 
 
+@writes_workdir("evaluate")
 def cross_validate(workdir: Path, cv: CVSettings, cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig,
                    settings: EvaluationSettings = EvaluationSettings(), progress: bool = False) -> Evaluation:
     """The whole evaluation: persist folds, train (or resume) every fold model, pool the statistics."""

@@ -26,12 +26,18 @@ import torch
 from pipeline.errors import UserInputError
 from pipeline.evaluate.crossval import fold_dir
 from pipeline.evaluate.folds import evaluation_dir
-from pipeline.explain.attribution import AttributionConfig, attribute, importance, method_explainer
+from pipeline.explain.attribution import (
+    AttributionConfig,
+    attribute,
+    importance,
+    method_explainer,
+)
 from pipeline.explain.cases import select_cases
 from pipeline.explain.render import ScanOverlay
 from pipeline.explain.sanity import deletion_curve, randomisation_check
 from pipeline.explain.spatial import write_map_nifti
 from pipeline.inference import LoadedModel, load_model
+from pipeline.locking import writes_workdir
 from pipeline.preprocess import preprocess_catalog
 from pipeline.storage import Workdir, write_bytes_if_changed, write_parquet_if_changed
 
@@ -94,6 +100,7 @@ def _cases(workdir: Path, settings: ExplainSettings, metrics: dict[str, Any]) ->
     return cases, "test" if use_test else "oof"
 
 
+@writes_workdir("explain")
 def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> ExplainResult:
     """Attribute, map back, render and sanity-check; see the module docstring for the files."""
     metrics_path = evaluation_dir(workdir) / "metrics.json"

@@ -25,7 +25,13 @@ from pydicom.uid import UID
 
 from pipeline.deid import Pseudonymizer, allowed_metadata
 from pipeline.errors import QuarantineError, QuarantineReason
-from pipeline.io.header import header_float, header_floats, header_int, optional_float, raw_value
+from pipeline.io.header import (
+    header_float,
+    header_floats,
+    header_int,
+    optional_float,
+    raw_value,
+)
 from pipeline.io.limits import ReadLimits, check_finite
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"

@@ -12,10 +12,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from pipeline.errors import UserInputError
+from pipeline.tensorfile import load_tensor_file
 
 log = logging.getLogger(__name__)
 TORCHVISION_FILES = ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")  # IMAGENET1K_V2, IMAGENET1K_V1
@@ -69,7 +71,7 @@ def find_imagenet_weights(weights: str | None) -> Path | None:
 def load_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """Load a torchvision-format state dict (``weights_only=True``) and the file's SHA-256."""
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state: Any = load_tensor_file(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

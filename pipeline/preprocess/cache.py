@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserInputError
+from pipeline.locking import writes_workdir
 from pipeline.parallel import parallel_map
 from pipeline.preprocess.config import PreprocessConfig, cache_key
 from pipeline.preprocess.transforms import KEY, deterministic_transforms
@@ -59,6 +60,7 @@ def select_scans(catalog: pd.DataFrame, config: PreprocessConfig) -> pd.DataFram
     return chosen.reset_index(drop=True)
 
 
+@writes_workdir("preprocess")
 def preprocess_catalog(
     workdir: Path, config: PreprocessConfig, scans: pd.DataFrame | None = None, workers: int | None = None
 ) -> PreprocessResult:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserInputError
+from pipeline.locking import workdir_lock
 from pipeline.storage import atomic_write_bytes
 
 
@@ -74,6 +75,11 @@ class Registry:
             os.close(fd)
 
     def register(self, report: Path | None = None) -> RegistryEntry:
+        """Store the work folder's current evaluation as a new version (under the work-folder lock)."""
+        with workdir_lock(self.workdir, "registry"):
+            return self._register(report)
+
+    def _register(self, report: Path | None = None) -> RegistryEntry:
         """Store the work folder's current evaluation (fold models, metrics, OOF predictions, folds,
         sanity results, report) as a version. The same evaluation registers once."""
         evaluation, saliency = self.workdir / "evaluation", self.workdir / "saliency"
@@ -133,6 +139,10 @@ class Registry:
 
     def promote(self, version: str, reason: str) -> RegistryEntry:
         """Make ``version`` the champion (one atomic rename of ``index.json``); the former champion retires."""
+        with workdir_lock(self.workdir, "registry"):
+            return self._promote(version, reason)
+
+    def _promote(self, version: str, reason: str) -> RegistryEntry:
         if not reason.strip():
             raise UserInputError("a promotion needs a reason")
         self.entry(version)  # exists?
@@ -147,6 +157,7 @@ class Registry:
 
     def reject(self, version: str, reason: str) -> RegistryEntry:
         """Mark a challenger rejected with its reason; it stays in the registry."""
-        self.entry(version)
-        self._append(version, "rejected", reason)
-        return self.entry(version)
+        with workdir_lock(self.workdir, "registry"):
+            self.entry(version)
+            self._append(version, "rejected", reason)
+            return self.entry(version)

@@ -22,7 +22,15 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import cm
-from reportlab.platypus import Image, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import (
+    Image,
+    PageBreak,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
 from reportlab.platypus.tableofcontents import TableOfContents
 
 from pipeline import __version__
@@ -30,6 +38,7 @@ from pipeline.errors import UserInputError
 from pipeline.evaluate.crossval import fold_dir
 from pipeline.evaluate.folds import evaluation_dir
 from pipeline.explain.run import saliency_dir
+from pipeline.locking import writes_workdir
 from pipeline.report.claim import CLAIM_2024
 from pipeline.storage import Workdir, atomic_write, atomic_write_bytes, read_parquet
 from pipeline.train.card import git_sha, library_versions
@@ -113,6 +122,7 @@ class Report:
     sections: tuple[str, ...] = SECTIONS
 
 
+@writes_workdir("report")
 def build_report(workdir: Path, settings: ReportSettings = ReportSettings(), today: dt.date | None = None) -> Report:
     """Write the PDF (unless an identical one exists) and return its path and page count.
     ``W/reports/<name>.json`` beside it records the page count and sections."""

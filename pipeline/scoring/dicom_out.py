@@ -12,7 +12,9 @@ so re-making an output after a crash yields the same SOP Instance UID (a PACS ke
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +69,38 @@ REFERENCE_KEYWORDS = (
     "ReferringPhysicianName", "StudyID", "AccessionNumber", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
     "Modality",
 )
+_TIME = re.compile(r"^([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?$")
+
+
+def valid_date(value: str) -> bool:
+    """A DICOM DA value (YYYYMMDD) that is a real calendar date: ``19420231`` is not.
+
+    >>> valid_date("19420228"), valid_date("19420231"), valid_date("1942-02-28")
+    (True, False, False)
+    """
+    if len(value) != 8 or not value.isdigit():
+        return False
+    try:
+        dt.datetime.strptime(value, "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
+def valid_time(value: str) -> bool:
+    """A DICOM TM value (HH[MM[SS[.FFFFFF]]]) within the clock: ``246000`` is not.
+
+    >>> valid_time("123456.5"), valid_time("246000")
+    (True, False)
+    """
+    return bool(_TIME.match(value))
+
+
 _VALID = {
     "PatientSex": lambda v: v in ("M", "F", "O"),
-    "PatientBirthDate": lambda v: len(v) == 8 and v.isdigit(),
-    "StudyDate": lambda v: len(v) == 8 and v.isdigit(),
-    "StudyTime": lambda v: 2 <= len(v) <= 16 and v.replace(".", "").isdigit(),
+    "PatientBirthDate": valid_date,
+    "StudyDate": valid_date,
+    "StudyTime": valid_time,
 }
 
 

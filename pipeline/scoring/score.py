@@ -24,9 +24,15 @@ from pipeline.errors import UserInputError
 from pipeline.explain.attribution import attribute, importance
 from pipeline.explain.render import ScanOverlay
 from pipeline.inference import LoadedModel, load_model, predict_ensemble
+from pipeline.locking import writes_workdir
 from pipeline.preprocess import preprocess_catalog
 from pipeline.registry import Registry
-from pipeline.storage import file_lock, read_parquet, write_bytes_if_changed, write_parquet_if_changed
+from pipeline.storage import (
+    file_lock,
+    read_parquet,
+    write_bytes_if_changed,
+    write_parquet_if_changed,
+)
 
 log = logging.getLogger(__name__)
 SCORE_COLUMNS = ["scan_id", "patient_id", "study_id", "probability", "decision", "threshold", "model_version"]
@@ -76,6 +82,7 @@ def overlay_path(workdir: Path, scan_id: str, version: str) -> Path:
     return workdir / "scoring" / "overlays" / f"{scan_id}_{version}.png"
 
 
+@writes_workdir("score")
 def score_scans(
     workdir: Path, scans: pd.DataFrame, champion: Champion | None = None, overlays: bool = True,
     scan_root: Path | None = None, on_scored: Callable[[pd.DataFrame], None] | None = None,

@@ -24,7 +24,12 @@ from PIL import Image
 from pipeline.config import IngestConfig
 from pipeline.deid import load_secret
 from pipeline.ingest import ingest
-from pipeline.scoring.dicom_out import ScoredScan, read_source_headers, write_score_outputs
+from pipeline.locking import writes_workdir
+from pipeline.scoring.dicom_out import (
+    ScoredScan,
+    read_source_headers,
+    write_score_outputs,
+)
 from pipeline.scoring.score import Champion, load_champion, overlay_path, score_scans
 from pipeline.storage import Workdir, read_parquet
 
@@ -48,6 +53,16 @@ class StudyScoring:
     n_without_dicom_source: int = 0  # scored scans that came from NIfTI: no SR/SC can reference a study
     seconds: dict[str, float] = field(default_factory=dict)  # wall time: ingest, preprocess, inference, overlays, outputs
     dicom_failures: dict[str, str] = field(default_factory=dict)  # scan_id -> error type: scored, but no SR/SC
+    champion_dims: int = 2
+
+    @property
+    def not_scored(self) -> dict[str, int]:
+        """Why scans of this study were not scored, as ``reason -> count`` (already scored ones aside)."""
+        reasons = {}
+        if self.n_incompatible:
+            other = 5 - self.champion_dims  # 2 <-> 3
+            reasons[f"{other}D scan, champion is {self.champion_dims}D"] = self.n_incompatible
+        return reasons
 
 
 def intake_dir(workdir: Path, key: str) -> Path:
@@ -55,6 +70,7 @@ def intake_dir(workdir: Path, key: str) -> Path:
     return workdir / "scoring" / "intake" / key
 
 
+@writes_workdir("score")
 def score_study(
     workdir: Path, folder: Path, key: str, outbox: Path | None = None, secret: str | None = None,
     champion: Champion | None = None, overlays: bool = True, workers: int | None = None,
@@ -107,4 +123,4 @@ def score_study(
              result.n_source_files, len(catalog), len(scored.scores), scored.n_skipped, reasons)
     return StudyScoring(key, champion.version, result.n_source_files, len(catalog), scored.scores, scored.n_skipped,
                         scored.n_incompatible, reasons, written, no_source["nifti"],
-                        {"ingest": ingest_seconds, **scored.seconds}, failures)
+                        {"ingest": ingest_seconds, **scored.seconds}, failures, champion.dims)

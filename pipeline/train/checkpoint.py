@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from pipeline.storage import atomic_write_bytes
+from pipeline.tensorfile import load_tensor_file
 
 
 def rng_state() -> dict[str, Any]:
@@ -40,4 +41,5 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint or weights file (see :func:`pipeline.tensorfile.load_tensor_file`)."""
+    return load_tensor_file(path)

@@ -28,11 +28,22 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from pipeline.errors import UserInputError
+from pipeline.locking import writes_workdir
 from pipeline.models import build_classifier, min_batch_size
-from pipeline.preprocess import AugmentConfig, PreprocessConfig, build_augmentation, preprocess_catalog
+from pipeline.preprocess import (
+    AugmentConfig,
+    PreprocessConfig,
+    build_augmentation,
+    preprocess_catalog,
+)
 from pipeline.storage import write_bytes_if_changed
 from pipeline.train.card import git_sha, library_versions
-from pipeline.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from pipeline.train.checkpoint import (
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
 from pipeline.train.config import TrainConfig
 from pipeline.train.curves import plot_learning_curves
 from pipeline.train.data import CachedScans, manifest_hash, seed_worker, split_train_val
@@ -90,6 +101,7 @@ def _evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, dev: Dev
     return sum(losses) / len(y), auroc
 
 
+@writes_workdir("train")
 def train(
     workdir: Path,
     cfg: TrainConfig,
