@@ -25,13 +25,12 @@ class ScanLensProject(dg.ConfigurableResource):
     workdir: str = os.environ.get("SCANLENS_WORKDIR", str(DEMO_ROOT / "workdir"))
     demo_data: str = str(PROJECT_ROOT / "data" / "demo")
     demo_root: str = str(DEMO_ROOT)
-    lock_timeout_s: Optional[float] = Field(
-        default=None, description="seconds a step waits for a work folder another run is writing, then fails "
-        "(default: $SCANLENS_LOCK_TIMEOUT or 600)")
+    lock_timeout_s: float = Field(
+        default=14400.0, description="seconds a step waits for a work folder another run is writing (runs that "
+        "write one work folder take turns: a backfill of fold_models trains one fold after another), then fails")
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if self.lock_timeout_s is not None:
-            set_lock_timeout(self.lock_timeout_s)
+        set_lock_timeout(self.lock_timeout_s)
 
     @property
     def workdir_path(self) -> Path:

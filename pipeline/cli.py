@@ -429,8 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     install_log_redaction()
-    if args.lock_timeout is not None:
-        set_lock_timeout(args.lock_timeout)
+    set_lock_timeout(args.lock_timeout)  # None: $SCANLENS_LOCK_TIMEOUT or the default
     try:
         return COMMANDS[args.command](args)
     except UserInputError as exc:

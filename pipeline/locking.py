@@ -2,9 +2,10 @@
 
 Every step that writes into a work folder (ingest, preprocessing caches, training, evaluation,
 explanations, reports, the registry, scoring) holds :func:`workdir_lock` while it writes. A second
-writer waits up to ``SCANLENS_LOCK_TIMEOUT`` seconds (default 600; ``scanlens --lock-timeout``, or the
-Dagster ``project`` resource's ``lock_timeout_s``), then fails with :class:`WorkdirBusyError`: exit 2
-and one line on the command line, a failed step with that line in the Dagster UI.
+writer waits up to ``SCANLENS_LOCK_TIMEOUT`` seconds (default 600; ``scanlens --lock-timeout``; in
+Dagster the ``project`` resource's ``lock_timeout_s``, default 4 hours, so that runs take turns),
+then fails with :class:`WorkdirBusyError`: exit 2 and one line on the command line, a failed step
+with that line in the Dagster UI.
 
 The lock is a POSIX record lock (``fcntl.lockf``) on that file. The kernel releases it when its
 holder exits, however it exits (``kill -9`` included), so a crashed run never blocks the next one.
@@ -56,8 +57,14 @@ _threads: dict[Path, threading.RLock] = {}
 _guard = threading.Lock()
 
 
+_timeout_override: float | None = None
+
+
 def lock_timeout() -> float:
-    """Seconds a writer waits for a busy work folder: ``$SCANLENS_LOCK_TIMEOUT`` (read now), default 600."""
+    """Seconds a writer waits for a busy work folder: :func:`set_lock_timeout`'s value, else
+    ``$SCANLENS_LOCK_TIMEOUT`` (read now), else 600."""
+    if _timeout_override is not None:
+        return _timeout_override
     raw = os.environ.get(TIMEOUT_ENV, "")
     try:
         return max(0.0, float(raw)) if raw.strip() else DEFAULT_TIMEOUT_S
@@ -65,9 +72,10 @@ def lock_timeout() -> float:
         return DEFAULT_TIMEOUT_S
 
 
-def set_lock_timeout(seconds: float) -> None:
-    """Set the wait of every later :func:`workdir_lock` in this process (and its children)."""
-    os.environ[TIMEOUT_ENV] = str(max(0.0, float(seconds)))
+def set_lock_timeout(seconds: float | None) -> None:
+    """Set the wait of every later :func:`workdir_lock` in this process (``None``: back to the environment)."""
+    global _timeout_override
+    _timeout_override = None if seconds is None else max(0.0, float(seconds))
 
 
 def lock_path(workdir: Path) -> Path:
@@ -161,7 +169,7 @@ def _acquire(fd: int, path: Path, purpose: str, wait: float) -> None:
             holder = _holder(fd)
             if time.monotonic() >= deadline:
                 raise WorkdirBusyError(
-                    f"the work folder {path.parent.parent} is in use by {_describe(holder)}; waited {wait:.0f} s "
+                    f"the work folder {path.parent.parent} is in use by {_describe(holder)}; waited {wait:g} s "
                     f"(wait longer with --lock-timeout or ${TIMEOUT_ENV})"
                 ) from None
             if not announced:

@@ -85,7 +85,7 @@ def _showwarning(message: Warning | str, category: type[Warning], filename: str,
 def _factory(base: Any) -> Any:
     def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record: logging.LogRecord = base(*args, **kwargs)
-        if record.name.startswith(OURS):
+        if not isinstance(record.name, str) or record.name.startswith(OURS):  # makeLogRecord({}) has no name
             return record
         try:
             text = record.getMessage()

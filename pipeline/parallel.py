@@ -13,6 +13,7 @@ caused it and the other tasks of the chunk still get their results.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import logging
 import multiprocessing
 import resource
@@ -102,6 +103,7 @@ def _limit_worker(memory_mb: int) -> None:
     """Worker initialiser: die with the parent, default SIGALRM (ends the process), cap the address space."""
     _one_thread_per_worker()
     install_log_redaction()
+    faulthandler.disable()  # a decoder crash is an expected event, reported as a quarantine row: no dump on stderr
     try:  # PR_SET_PDEATHSIG = 1: a worker never outlives a parent killed with SIGKILL
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux

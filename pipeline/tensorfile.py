@@ -6,7 +6,6 @@ or calls anything, and a file that tries is refused with a clear user error.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ def load_tensor_file(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as exc:
+    except Exception as exc:  # noqa: BLE001 (torch's unpickler raises many types on a hostile or foreign file)
         raise NotWeightsFileError(f"{path.name}: not a ScanLens weights file (refused to unpickle: {_why(exc)})") from None
     if not isinstance(state, dict):
         raise NotWeightsFileError(f"{path.name}: not a ScanLens weights file (it holds a {type(state).__name__}, not a dict)")
@@ -33,9 +32,10 @@ def load_tensor_file(path: Path) -> dict[str, Any]:
 
 
 def _why(exc: BaseException) -> str:
-    """The line of torch's message that says what was refused (e.g. ``Unsupported global: GLOBAL os.system``)."""
+    """The line of torch's message that says what was refused (e.g. ``unsupported GLOBAL posix.system``)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in lines:
-        if "Unsupported global" in line or "Unsupported operand" in line:
-            return line.split("WeightsUnpickler error:")[-1].strip()[:160]
-    return (lines[0] if lines else type(exc).__name__)[:160]
+        lowered = line.lower()
+        if "unsupported global" in lowered or "unsupported operand" in lowered or "blocked" in lowered:
+            return line.split("WeightsUnpickler error:")[-1].strip().rstrip(".")[:160]
+    return f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__

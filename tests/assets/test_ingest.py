@@ -80,3 +80,22 @@ def test_a_missing_source_fails_the_step_once_with_the_message(tmp_path: Path) -
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(failures) == 1 and retries == []
     assert "source folder does not exist" in failures[0].event_specific_data.error.message
+
+
+def test_a_busy_work_folder_fails_the_step_once_naming_the_holder(tmp_path: Path) -> None:
+    from tests.pipeline.test_locking import held_elsewhere
+
+    plant_canaries(tmp_path / "src" / "s")
+    with held_elsewhere(tmp_path / "w") as holder:
+        result = dg.materialize(
+            [scan_catalog],
+            resources={"project": ScanLensProject(workdir=str(tmp_path / "w"), lock_timeout_s=0.5),
+                       "secret": PseudonymSecret(secret="asset-test")},
+            run_config=dg.RunConfig(ops={"scan_catalog": ScanCatalogConfig(source=str(tmp_path / "src"), labels="")}),
+            raise_on_error=False,
+        )
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert not result.success and len(failures) == 1 and retries == []
+    message = failures[0].event_specific_data.error.message
+    assert f"is in use by PID {holder.pid} (holder-for-test" in message and "waited 0.5 s" in message

@@ -207,3 +207,64 @@ def test_bad_source_folders_are_user_errors(tmp_path: Path, case: str) -> None:
         workdir = tmp_path
     with pytest.raises(UserInputError):
         ingest(IngestConfig(source=source, workdir=workdir))
+
+
+def test_links_and_special_files_are_quarantined_with_a_reason_and_never_followed_out_of_src(tmp_path: Path) -> None:
+    import os
+
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    write_series(src / "a", z_positions(3), patient_id="P1")
+    write_series(outside / "b", z_positions(3), patient_id="P2")
+    (src / "links").mkdir()
+    os.symlink(outside / "b" / "slice_000.dcm", src / "links" / "to_outside.dcm")
+    os.symlink(tmp_path / "gone.dcm", src / "links" / "dangling.dcm")
+    os.symlink(src / "a", src / "links" / "folder_inside")
+    os.symlink(outside / "b", src / "links" / "folder_outside")
+    os.symlink(src / "a" / "slice_001.dcm", src / "links" / "copy_inside.dcm")
+    os.mkfifo(src / "links" / "pipe")  # reading it would block forever
+    result = ingest(IngestConfig(source=src, workdir=tmp_path / "w", workers=1))
+    quarantine = pd.read_parquet(tmp_path / "w" / "quarantine.parquet").set_index("source_path")["reason"]
+    assert quarantine.to_dict() == {
+        "links/to_outside.dcm": "outside_source", "links/dangling.dcm": "broken_link",
+        "links/folder_inside": "directory_link", "links/folder_outside": "outside_source",
+        "links/copy_inside.dcm": "duplicate_instance",  # read through the link: a second copy of a slice
+        "links/pipe": "not_regular_file",
+    }
+    manifest = pd.read_parquet(tmp_path / "w" / "ingest_manifest.parquet")
+    assert len(manifest) == 3 + 6 and set(manifest.loc[manifest["status"] == "quarantined", "source_path"]) == set(quarantine.index)
+    assert result.n_scans == 1 and result.n_source_files == 9
+    again = ingest(IngestConfig(source=src, workdir=tmp_path / "w", workers=1))
+    assert again.tables_written == [] and again.n_probed == 0
+    followed = ingest(IngestConfig(source=src, workdir=tmp_path / "w2", follow_external_links=True, workers=1))
+    assert followed.n_scans == 2 and followed.quarantine_by_reason["outside_source"] == 1  # the folder link still is
+
+
+def test_a_file_that_crashes_or_hangs_its_worker_is_quarantined_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+    import time
+
+    from pipeline.parallel import WorkerLimits
+
+    write_series(tmp_path / "src" / "ok", z_positions(3), patient_id="P1")
+    write_series(tmp_path / "src" / "bad", z_positions(1), patient_id="P2", names=["crash.dcm"])
+    write_series(tmp_path / "src" / "slow", z_positions(1), patient_id="P3", names=["hang.dcm"])
+    real_parse = pipeline.assemble.parse_dicom
+
+    def misbehaving_parse(data: bytes, relpath: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if relpath.endswith("crash.dcm"):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if relpath.endswith("hang.dcm"):
+            time.sleep(30)
+        return real_parse(data, relpath, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.assemble, "parse_dicom", misbehaving_parse)  # the forked workers inherit it
+    result = ingest(IngestConfig(source=tmp_path / "src", workdir=tmp_path / "w",
+                                 worker_limits=WorkerLimits(timeout_s=1.0)))
+    quarantine = pd.read_parquet(tmp_path / "w" / "quarantine.parquet").set_index("source_path")
+    assert quarantine.loc["bad/crash.dcm", "reason"] == "decoder_crash"
+    assert "SIGSEGV" in quarantine.loc["bad/crash.dcm", "detail"]
+    assert quarantine.loc["slow/hang.dcm", "reason"] == "decoder_timeout"
+    assert result.n_scans == 1 and len(quarantine) == 2

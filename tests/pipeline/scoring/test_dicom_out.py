@@ -39,3 +39,18 @@ def test_an_sr_and_sc_are_made_from_invalid_type_2_values_and_keep_the_study(tmp
     assert pydicom.dcmread(again.sr).SOPInstanceUID == sr.SOPInstanceUID and again.sc is None  # same UIDs on a re-make
     other_key = write_score_outputs(tmp_path / "other", read_source_headers(paths), SCORED, None, b"other")
     assert pydicom.dcmread(other_key.sr).SOPInstanceUID != sr.SOPInstanceUID
+
+
+def test_impossible_dates_and_times_are_emptied_and_the_outputs_still_written(tmp_path: Path) -> None:
+    def mutate(ds: pydicom.Dataset, k: int) -> None:
+        ds.PatientBirthDate = "19420231"  # eight digits, no such day
+        ds.StudyDate = "20231301"  # no month 13
+        ds.StudyTime = "256100"  # no hour 25
+        ds.ReferringPhysicianName = "DRWHOSMITH"  # highdicom warns, quoting it (redacted by pipeline.logsafety)
+
+    paths = write_series(tmp_path / "src", z_positions(2), mutate=mutate)
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    out = write_score_outputs(tmp_path / "out", read_source_headers(paths), SCORED, rgb, b"key")
+    for made in (pydicom.dcmread(out.sr), pydicom.dcmread(out.sc)):
+        assert made.PatientBirthDate == "" and made.StudyDate == "" and made.StudyTime == ""
+        assert made.StudyInstanceUID == pydicom.dcmread(paths[0]).StudyInstanceUID
