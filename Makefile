@@ -10,7 +10,7 @@ export SCANLENS_CV_FOLDS ?= 5
 FOLD_RANGE := {"dagster/asset_partition_range_start": "fold_0", "dagster/asset_partition_range_end": "fold_$(shell expr $(SCANLENS_CV_FOLDS) - 1)"}
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo ui test bench clean
+.PHONY: install system-deps demo ui test bench fuzz clean
 
 install: $(STAMP)
 
@@ -58,6 +58,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/saliency.py
 	$(BIN)/python benchmarks/scoring.py
+
+# Fuzzing campaign: N mutated DICOM/NIfTI files (seeded by SEED) through `scanlens ingest`, checked for
+# files lost, crashes, memory and time; writes fuzz_work/report.md (and report.json). `make fuzz N=2000`.
+N ?= 20000
+SEED ?= 1
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.campaign --n $(N) --seed $(SEED) --out fuzz_work --report fuzz_work/report.md
 
 clean:
 	rm -rf demo_work $(DAGSTER_HOME)

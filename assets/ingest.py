@@ -12,6 +12,8 @@ from pydantic import Field
 from assets.common import IO_RETRY, OWNER, user_errors_are_final
 from assets.resources import DEMO_ROOT, PseudonymSecret, ScanLensProject
 from pipeline.config import IngestConfig
+from pipeline.io.limits import ReadLimits
+from pipeline.parallel import WorkerLimits
 from pipeline.demo import DemoArchive, prepare_demo_source
 from pipeline.ingest import ingest
 
@@ -53,6 +55,14 @@ class ScanCatalogConfig(dg.Config):
     keep_demographics: bool = Field(default=False, description="keep PatientSex/PatientAge for subgroup analysis")
     allow_burned_in: bool = Field(default=False, description="ingest images flagged BurnedInAnnotation=YES")
     spacing_tolerance: float = Field(default=0.05, description="relative slice-spacing deviation accepted with a warning")
+    task_timeout_s: float = Field(default=WorkerLimits.timeout_s, description="wall-clock seconds one file or scan may "
+                                  "take before its worker is killed and it is quarantined as decoder_timeout")
+    worker_memory_mb: int = Field(default=WorkerLimits.memory_mb, description="memory one worker process may add; "
+                                  "past it the file is quarantined as too_large")
+    max_file_mb: int = Field(default=ReadLimits.max_file_mb, description="larger files are quarantined unread")
+    max_decoded_mb: int = Field(default=ReadLimits.max_decoded_mb,
+                                description="memory one image may need once decoded, from its declared size")
+    follow_external_links: bool = Field(default=False, description="read files through links that point outside source")
 
 
 def labels_check(catalog: pd.DataFrame, unmatched_lines: list[int]) -> dg.AssetCheckResult:
@@ -97,6 +107,9 @@ def scan_catalog(config: ScanCatalogConfig, project: ScanLensProject, secret: Ps
             source=Path(config.source), workdir=workdir, labels=Path(config.labels) if config.labels else None,
             secret=secret.secret, keep_demographics=config.keep_demographics,
             allow_burned_in=config.allow_burned_in, spacing_tolerance=config.spacing_tolerance,
+            limits=ReadLimits(max_file_mb=config.max_file_mb, max_decoded_mb=config.max_decoded_mb),
+            worker_limits=WorkerLimits(timeout_s=config.task_timeout_s, memory_mb=config.worker_memory_mb),
+            follow_external_links=config.follow_external_links,
         ))
     catalog = pd.read_parquet(workdir / "catalog.parquet")
     return dg.MaterializeResult(
@@ -110,6 +123,7 @@ def scan_catalog(config: ScanCatalogConfig, project: ScanLensProject, secret: Ps
             "modalities": dg.MetadataValue.json(result.modalities),
             "label_counts": dg.MetadataValue.json(result.label_counts),
             "unmatched_label_rows": len(result.unmatched_label_lines),
+            "slowest_file_seconds": round(result.slowest_file_seconds, 3),
             "catalog": dg.MetadataValue.path(str(workdir / "catalog.parquet")),
         },
         check_results=[labels_check(catalog, result.unmatched_label_lines)],

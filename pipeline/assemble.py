@@ -184,7 +184,12 @@ def build_scan(task: ScanTask) -> ScanOutcome:
     except QuarantineError as exc:
         outcome.row = _quarantined_row(task, kept[0], exc)
         return outcome
-    volume = canonical_volume(stack_slices(plan, frames), plan.affine_ras, plan.dims, plan.warnings, integral=_integral(kept))
+    try:
+        volume = canonical_volume(stack_slices(plan, frames), plan.affine_ras, plan.dims, plan.warnings,
+                                  integral=_integral(kept))
+    except QuarantineError as exc:
+        outcome.row = _quarantined_row(task, kept[0], exc)
+        return outcome
     outcome.row = _row(task, kept[0], volume, len(plan.relpaths), plan.slice_thickness_mm)
     _store(task, volume, outcome)
     return outcome

@@ -384,11 +384,8 @@ def _import_medmnist(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from pipeline.ingest import ingest
 
-    try:
-        limits = ReadLimits(max_file_mb=args.max_file_mb, max_decoded_mb=args.max_decoded_mb)
-        worker_limits = WorkerLimits(timeout_s=args.task_timeout, memory_mb=args.worker_memory_mb)
-    except ValueError as exc:
-        raise UserInputError(str(exc)) from None
+    limits = ReadLimits(max_file_mb=args.max_file_mb, max_decoded_mb=args.max_decoded_mb)
+    worker_limits = WorkerLimits(timeout_s=args.task_timeout, memory_mb=args.worker_memory_mb)
     config = IngestConfig(
         source=args.src, workdir=args.workdir, labels=args.labels, secret=args.secret,
         keep_demographics=args.keep_demographics, allow_burned_in=args.allow_burned_in,

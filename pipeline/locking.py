@@ -55,6 +55,7 @@ R = TypeVar("R")
 _held: dict[Path, int] = {}  # lock file -> depth, in this process
 _threads: dict[Path, threading.RLock] = {}
 _guard = threading.Lock()
+_swept: set[Path] = set()  # work folders this process has already cleaned up after crashed writers
 
 
 _timeout_override: float | None = None
@@ -132,10 +133,12 @@ def workdir_lock(workdir: Path, purpose: str, timeout: float | None = None) -> I
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            _acquire(fd, path, purpose, wait)
+            crashed = _acquire(fd, path, purpose, wait)
             _held[path] = 1
             try:
-                sweep_temp_files(path.parent.parent)
+                if crashed or path not in _swept:  # a clean release leaves nothing behind: no walk needed
+                    sweep_temp_files(path.parent.parent)
+                    _swept.add(path)
                 yield
             finally:
                 _held.pop(path, None)
@@ -158,7 +161,8 @@ def writes_workdir(purpose: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     return decorate
 
 
-def _acquire(fd: int, path: Path, purpose: str, wait: float) -> None:
+def _acquire(fd: int, path: Path, purpose: str, wait: float) -> bool:
+    """Take the lock (waiting up to ``wait`` s) and record this process; True when the last holder did not release it."""
     deadline = time.monotonic() + wait
     announced = False
     while True:
@@ -183,6 +187,7 @@ def _acquire(fd: int, path: Path, purpose: str, wait: float) -> None:
               "since": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
+    return bool(previous)
 
 
 def sweep_temp_files(root: Path) -> int:

@@ -29,6 +29,7 @@ from typing import Callable, Generic, TypeVar
 from pebble import ProcessExpired, ProcessFuture, ProcessPool
 from tqdm import tqdm
 
+from pipeline.errors import UserInputError
 from pipeline.logsafety import install as install_log_redaction
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class WorkerLimits:
 
     def __post_init__(self) -> None:
         if not self.timeout_s > 0 or self.memory_mb < 64:
-            raise ValueError("worker limits: timeout_s must be > 0 and memory_mb at least 64")
+            raise UserInputError("worker limits: the task timeout must be > 0 s and the worker memory at least 64 MB")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.encaps import parse_basic_offsets, parse_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.pixels import get_decoder, pixel_array
@@ -33,6 +32,7 @@ from pipeline.io.header import (
     raw_value,
 )
 from pipeline.io.limits import ReadLimits, check_finite
+from pipeline.io.pixel_checks import check_deflated, check_pixel_bytes, pixel_layout
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: Modalities whose single images without ImagePositionPatient are planar (each file is its own 2D scan).
@@ -161,80 +161,8 @@ def _frame_geometries(ds: Dataset, n_frames: int) -> list[FrameGeometry]:
     return out
 
 
-@dataclass(frozen=True)
-class _PixelLayout:
-    """The pixel module's numbers, each checked against its legal range."""
-
-    rows: int
-    cols: int
-    samples: int
-    bits_allocated: int
-    bits_stored: int
-    signed: bool
-    planar: int
-    n_frames: int
-
-    @property
-    def n_values(self) -> int:
-        return self.rows * self.cols * self.samples * self.n_frames
-
-    @property
-    def stored_bytes(self) -> int:
-        return (self.n_values * self.bits_allocated + 7) // 8
-
-
-def _pixel_layout(ds: Dataset, limits: ReadLimits) -> _PixelLayout:
-    rows = header_int(ds, "Rows", None, 1, 65535)
-    cols = header_int(ds, "Columns", None, 1, 65535)
-    samples = header_int(ds, "SamplesPerPixel", 1, 1, 4)
-    if samples == 2:
-        raise QuarantineError(QuarantineReason.INVALID_VALUE, "SamplesPerPixel is 2 (1, 3 or 4 are defined)")
-    bits_allocated = header_int(ds, "BitsAllocated", 16, 1, 64)
-    if bits_allocated != 1 and bits_allocated % 8:
-        raise QuarantineError(QuarantineReason.INVALID_VALUE, "BitsAllocated is neither 1 nor a multiple of 8")
-    bits_stored = header_int(ds, "BitsStored", bits_allocated, 1, bits_allocated)
-    signed = header_int(ds, "PixelRepresentation", 0, 0, 1) == 1
-    planar = header_int(ds, "PlanarConfiguration", 0, 0, 1)
-    n_frames = header_int(ds, "NumberOfFrames", 1, 1, limits.max_frames)
-    return _PixelLayout(rows, cols, samples, bits_allocated, bits_stored, signed, planar, n_frames)
-
-
-def _check_pixel_bytes(layout: _PixelLayout, syntax: UID, value: bytes, limits: ReadLimits, warnings: list[str]) -> None:
-    """Declared pixel bytes against the bytes the file holds, before anything is decoded."""
-    expected, actual = layout.stored_bytes, len(value)
-    if not syntax.is_compressed:
-        if actual < expected:
-            raise QuarantineError(
-                QuarantineReason.TRUNCATED, f"pixel data has {actual} bytes, {expected} expected for the declared image size"
-            )
-        if actual > expected + 1:
-            warnings.append(f"pixel data holds {actual - expected} bytes more than the declared image size; ignored")
-        return
-    fragments = _count_fragments(value)
-    if fragments < layout.n_frames:
-        raise QuarantineError(
-            QuarantineReason.IMPLAUSIBLE_HEADER,
-            f"{layout.n_frames} frames declared but the encapsulated pixel data has {fragments} fragment(s)",
-        )
-    if expected > limits.max_compression_ratio * max(actual, 1):
-        raise QuarantineError(
-            QuarantineReason.IMPLAUSIBLE_HEADER,
-            f"declared image size ({expected} bytes) is over {limits.max_compression_ratio:g} times the "
-            f"{actual} compressed bytes in the file",
-        )
-
-
-def _count_fragments(value: bytes) -> int:
-    """Fragments of encapsulated pixel data (after the Basic Offset Table item); 0 when malformed."""
-    buffer = io.BytesIO(value)
-    try:
-        parse_basic_offsets(buffer)  # leaves the buffer at the first fragment
-        return parse_fragments(buffer)[0]
-    except Exception:  # noqa: BLE001 (malformed item tags and lengths)
-        return 0
-
-
-def _read_dataset(data: bytes) -> Dataset:
+def _read_dataset(data: bytes, limits: ReadLimits) -> Dataset:
+    check_deflated(data, limits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -245,6 +173,8 @@ def _read_dataset(data: bytes) -> Dataset:
             raise QuarantineError(QuarantineReason.TRUNCATED, f"file ends inside the DICOM data set ({type(exc).__name__})")
         except MemoryError:
             raise QuarantineError(QuarantineReason.IMPLAUSIBLE_HEADER, "an element declares a length the file cannot hold")
+        except RecursionError:
+            raise QuarantineError(QuarantineReason.IMPLAUSIBLE_HEADER, "sequences nested too deep to parse")
         except Exception as exc:  # noqa: BLE001 (pydicom raises many types on malformed input)
             raise QuarantineError(QuarantineReason.NOT_DICOM, f"cannot be parsed as DICOM ({type(exc).__name__})")
     raise AssertionError("unreachable")
@@ -288,10 +218,10 @@ def parse_dicom(
     against the file and against ``limits`` before any per-frame structure is built.
     """
     limits = limits or ReadLimits()
-    ds = _read_dataset(data)
+    ds = _read_dataset(data, limits)
     meta = getattr(ds, "file_meta", None)
     _, syntax = _check_image_object(ds, meta, allow_burned_in)
-    layout = _pixel_layout(ds, limits)
+    layout = pixel_layout(ds, limits)
     notes: list[str] = []
     pixel_span = None
     if "PixelData" in ds:
@@ -300,7 +230,7 @@ def parse_dicom(
         if syntax != DEFLATED and getattr(raw, "value_tell", None) is not None:
             pixel_span = (int(raw.value_tell), len(value))
         if syntax != DEFLATED:
-            _check_pixel_bytes(layout, syntax, value, limits, notes)
+            check_pixel_bytes(layout, syntax, value, limits, notes)
     limits.check_decoded(layout.n_values, max(layout.bits_allocated, 8) / 8, "the pixel data")
     patient = str(_attr(ds, "PatientID", "") or "").strip()
     study_uid = str(_attr(ds, "StudyInstanceUID", "") or "")
@@ -390,6 +320,8 @@ def decode_frames(data: bytes, instance: DicomInstance | None = None) -> np.ndar
 
                 ds = pydicom.dcmread(io.BytesIO(data))
                 pixels = apply_color_lut(ds.pixel_array, ds)
+            elif instance.transfer_syntax == DEFLATED:  # inflated by pydicom (its size was checked when parsed)
+                pixels = pydicom.dcmread(io.BytesIO(data)).pixel_array
             elif instance.pixel_span is not None:  # decode the value in place: no second parse of the header
                 offset, length = instance.pixel_span
                 pixels, _ = get_decoder(UID(instance.transfer_syntax)).as_array(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import QuarantineError, QuarantineReason
+from pipeline.errors import QuarantineError, QuarantineReason, UserInputError
 
 MIB = 1024 * 1024
 #: Deflate (zlib, gzip) cannot expand data by more than about 1032:1: a ``.nii.gz`` whose header
@@ -40,6 +40,11 @@ class ReadLimits:
     max_decoded_mb: int = 3072
     max_frames: int = 20000
     max_compression_ratio: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if min(self.max_file_mb, self.max_decoded_mb, self.max_frames) < 1 or self.max_compression_ratio < 1:
+            raise UserInputError("read limits: the file and decoded-memory caps, the frame cap and the compression "
+                                 "ratio cap must each be at least 1")
 
     @property
     def max_file_bytes(self) -> int:

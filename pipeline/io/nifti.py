@@ -22,6 +22,8 @@ from pipeline.storage import atomic_write
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 HASH_PREFIX = "blake2b:"
+#: NIfTI-1 stores each dimension as a signed 16-bit integer.
+NIFTI1_MAX_EDGE = 32767
 
 
 @dataclass
@@ -71,6 +73,11 @@ def canonical_volume(
     data: np.ndarray, affine_ras: np.ndarray, dims: int, warnings: list[str] | None = None, integral: bool | None = None
 ) -> Volume:
     """Reorient ``data`` (voxel axes as given by ``affine_ras``) to the closest canonical RAS+ order."""
+    if max(data.shape) > NIFTI1_MAX_EDGE:
+        raise QuarantineError(
+            QuarantineReason.UNSUPPORTED_DIMENSIONS,
+            f"an axis of {max(data.shape)} voxels; NIfTI-1 volumes hold at most {NIFTI1_MAX_EDGE} per axis",
+        )
     image = nib.as_closest_canonical(nib.Nifti1Image(compact_dtype(data, integral), affine_ras))
     return Volume(np.asanyarray(image.dataobj), image.affine, dims, list(warnings or []))
 

@@ -73,5 +73,7 @@ def test_a_crash_is_named_by_its_signal() -> None:
 
 
 def test_worker_limits_are_validated() -> None:
-    with pytest.raises(ValueError):
+    from pipeline.errors import UserInputError
+
+    with pytest.raises(UserInputError):
         WorkerLimits(timeout_s=0)
