@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +38,11 @@ from pipeline.catalog import (
 )
 from pipeline.config import IngestConfig
 from pipeline.deid import Pseudonymizer, load_secret
-from pipeline.errors import QuarantineReason, UserInputError
+from pipeline.errors import UserInputError
 from pipeline.labels import read_labels
 from pipeline.locking import workdir_lock
 from pipeline.parallel import isolated_map
+from pipeline.source_walk import SkippedEntry, walk_source
 from pipeline.storage import (
     Workdir,
     atomic_write_bytes,
@@ -86,89 +86,6 @@ class IngestResult:
         return max(per_file.values(), default=0.0)
 
 
-@dataclass(frozen=True)
-class _Skipped:
-    """An entry of SRC that is never opened: a link that leaves SRC or dangles, a folder link, a FIFO."""
-
-    relpath: str
-    size: int
-    mtime_ns: int
-    reason: QuarantineReason
-    detail: str
-
-
-def _walk(
-    source: Path, exclude: Path, skip_file: Path | None, follow_external_links: bool = False,
-) -> tuple[list[tuple[str, int, int]], list[_Skipped]]:
-    """List (relative POSIX path, size, mtime_ns) of every regular file under ``source``, sorted, without
-    W or the labels file, and every entry that will not be read, with its reason.
-
-    Symbolic links: a file link whose target is inside SRC is read through the link; one whose target
-    is outside SRC is ``outside_source`` (unless ``follow_external_links``); a dangling one is
-    ``broken_link``. Folder links are never followed: inside SRC their files are read where they
-    are (``directory_link``), outside SRC they are ``outside_source``.
-    """
-    files: list[tuple[str, int, int]] = []
-    skipped: list[_Skipped] = []
-    for folder, dirs, names in os.walk(source):
-        here = Path(folder)
-        kept = []
-        for name in sorted(dirs):
-            path = here / name
-            if path.is_symlink():
-                skipped.append(_link_entry(path, source, directory=True))
-            elif path.resolve() != exclude:
-                kept.append(name)
-        dirs[:] = kept
-        for name in sorted(names):
-            path = here / name
-            relpath = path.relative_to(source).as_posix()
-            try:
-                info = path.lstat()
-            except OSError as exc:
-                skipped.append(_Skipped(relpath, 0, 0, QuarantineReason.UNREADABLE_FILE, f"cannot be listed ({type(exc).__name__})"))
-                continue
-            if stat.S_ISLNK(info.st_mode):
-                entry = _link_entry(path, source, directory=False, follow_external=follow_external_links)
-                if isinstance(entry, _Skipped):
-                    skipped.append(entry)
-                    continue
-                info = entry
-            elif not stat.S_ISREG(info.st_mode):
-                skipped.append(_Skipped(relpath, 0, info.st_mtime_ns, QuarantineReason.NOT_REGULAR_FILE,
-                                        "not a regular file (a FIFO, socket or device); never opened"))
-                continue
-            if skip_file is None or path.resolve() != skip_file:
-                files.append((relpath, info.st_size, info.st_mtime_ns))
-    return files, sorted(skipped, key=lambda s: s.relpath)
-
-
-def _link_entry(path: Path, source: Path, directory: bool, follow_external: bool = False) -> _Skipped | os.stat_result:
-    """What to do with a symbolic link: the target's stat when it is to be read, else why not."""
-    relpath = path.relative_to(source).as_posix()
-    own = path.lstat()
-    try:
-        target = path.resolve(strict=True)
-    except (OSError, RuntimeError):  # dangling, or a loop of links
-        return _Skipped(relpath, own.st_size, own.st_mtime_ns, QuarantineReason.BROKEN_LINK,
-                        "symbolic link whose target does not exist")
-    inside = target.is_relative_to(source)
-    if directory:
-        if inside:
-            return _Skipped(relpath, own.st_size, own.st_mtime_ns, QuarantineReason.DIRECTORY_LINK,
-                            "link to a folder inside the source folder: not followed (its files are read where they are)")
-        return _Skipped(relpath, own.st_size, own.st_mtime_ns, QuarantineReason.OUTSIDE_SOURCE,
-                        "link to a folder outside the source folder: never followed")
-    if not inside and not follow_external:
-        return _Skipped(relpath, own.st_size, own.st_mtime_ns, QuarantineReason.OUTSIDE_SOURCE,
-                        "symbolic link to a file outside the source folder: not followed (see --follow-external-links)")
-    info = target.stat()
-    if not stat.S_ISREG(info.st_mode):
-        return _Skipped(relpath, own.st_size, own.st_mtime_ns, QuarantineReason.NOT_REGULAR_FILE,
-                        "symbolic link to something that is not a regular file; never opened")
-    return info
-
-
 def _validate(config: IngestConfig) -> tuple[Path, Path]:
     source, workdir = config.source.resolve(), config.workdir.resolve()
     if not source.exists():
@@ -187,7 +104,7 @@ def ingest(config: IngestConfig) -> IngestResult:
     """
     source, workdir = _validate(config)
     labels = read_labels(config.labels) if config.labels is not None else None
-    files, skipped = _walk(source, workdir, config.labels.resolve() if config.labels is not None else None,
+    files, skipped = walk_source(source, workdir, config.labels.resolve() if config.labels is not None else None,
                            config.follow_external_links)
     if not files and not skipped:
         raise UserInputError(f"source folder is empty: {config.source}")
@@ -199,7 +116,7 @@ def ingest(config: IngestConfig) -> IngestResult:
 
 def _ingest_locked(
     config: IngestConfig, source: Path, wd: Workdir, labels: Any, files: list[tuple[str, int, int]],
-    skipped: list[_Skipped],
+    skipped: list[SkippedEntry],
 ) -> IngestResult:
     secret = load_secret(config.secret, wd.secret_file)
     pseudonymizer = Pseudonymizer(secret)
@@ -365,7 +282,7 @@ def _merge_scans(old: pd.DataFrame, dirty: set[str], outcomes: Iterable[ScanOutc
 
 def _manifest(
     unchanged: dict[str, Any], probed: list[ProbedFile], outcomes: list[ScanOutcome],
-    old_scan_of: dict[str, str], old_quarantine: pd.DataFrame, scans: pd.DataFrame, skipped: list[_Skipped],
+    old_scan_of: dict[str, str], old_quarantine: pd.DataFrame, scans: pd.DataFrame, skipped: list[SkippedEntry],
 ) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
     """Build the manifest (without status) and every quarantine row except ``unlabeled`` ones.
 
