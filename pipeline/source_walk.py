@@ -44,7 +44,9 @@ def walk_source(
         for name in sorted(dirs):
             path = here / name
             if path.is_symlink():
-                skipped.append(_link_entry(path, source, directory=True))
+                entry = _link_entry(path, source, directory=True)
+                assert isinstance(entry, SkippedEntry)  # folder links are never followed
+                skipped.append(entry)
             elif path.resolve() != exclude:
                 kept.append(name)
         dirs[:] = kept

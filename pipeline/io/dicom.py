@@ -27,7 +27,6 @@ from pipeline.errors import QuarantineError, QuarantineReason
 from pipeline.io.header import (
     header_float,
     header_floats,
-    header_int,
     optional_float,
     raw_value,
 )

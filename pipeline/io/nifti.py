@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -82,7 +83,7 @@ def canonical_volume(
     return Volume(np.asanyarray(image.dataobj), image.affine, dims, list(warnings or []))
 
 
-def _check_declared_size(image: nib.spatialimages.SpatialImage, path: Path, limits: ReadLimits) -> None:
+def _check_declared_size(image: Any, path: Path, limits: ReadLimits) -> None:
     """Header dimensions against the file's real size and the caps, before any voxel is read."""
     shape = tuple(int(d) for d in image.shape)
     if not 1 <= len(shape) <= 7 or any(d < 1 for d in shape):
@@ -99,7 +100,8 @@ def _check_declared_size(image: nib.spatialimages.SpatialImage, path: Path, limi
                 f"the header declares {declared} bytes of voxels; gzip cannot expand {size} bytes that far",
             )
         return
-    offset = int(float(image.header.get("vox_offset", 0) or 0)) if "vox_offset" in image.header else 0
+    header: Any = image.header  # NIfTI-1/2 headers have vox_offset; Analyze-style ones have none
+    offset = int(float(header["vox_offset"])) if "vox_offset" in header else 0
     if offset + declared > size:
         raise QuarantineError(
             QuarantineReason.TRUNCATED,

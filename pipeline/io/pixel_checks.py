@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_fragments, parse_basic_offsets, parse_fragments

@@ -1,10 +1,16 @@
-"""parallel_map: workers run one torch thread each; inline work keeps the caller's thread count."""
+"""parallel_map: workers run one torch thread each; inline work keeps the caller's thread count.
+isolated_map: whatever a task does (raise, panic, segfault, hang, allocate), it costs that task only."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
+import pytest
 import torch
 
-from pipeline.parallel import parallel_map
+from pipeline.parallel import TaskFailure, WorkerLimits, isolated_map, parallel_map
 
 
 def _threads(_: int) -> int:
@@ -22,14 +28,6 @@ def test_workers_use_one_thread_and_inline_work_leaves_the_callers_count() -> No
 
 
 # isolated_map: whatever a task does, it costs that task only.
-
-import os  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-
-import pytest  # noqa: E402
-
-from pipeline.parallel import TaskFailure, WorkerLimits, isolated_map  # noqa: E402
 
 
 class FakePanic(BaseException):
