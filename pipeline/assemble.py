@@ -305,10 +305,17 @@ def _store(task: ScanTask, volume: Volume, outcome: ScanOutcome) -> None:
 
 
 def _write_if_new(task: ScanTask, volume: Volume, content_hash: str) -> bool:
-    """Write the volume unless the file already holds this content (per the tables or its own header)."""
-    if os.path.exists(task.volume_file) and (
-        task.previous_hash == content_hash or stored_content_hash(Path(task.volume_file)) == content_hash
-    ):
-        return False
+    """Write the volume unless the file already holds this content (per the tables or its own header).
+
+    A file recognised by its header alone was written by an interrupted run that may never have
+    synced it: it is fsync'ed before the tables come to reference it.
+    """
+    if os.path.exists(task.volume_file):
+        if task.previous_hash == content_hash:
+            return False
+        if stored_content_hash(Path(task.volume_file)) == content_hash:
+            with open(task.volume_file, "rb") as handle:
+                os.fsync(handle.fileno())
+            return False
     write_volume(Path(task.volume_file), volume)
     return True
