@@ -96,14 +96,18 @@ def _factory(base: Any) -> Any:
         if _library_of_logger(record.name) in WITHHELD:
             record.exc_info, record.exc_text, record.stack_info = None, None, None
         return record
+    make.scanlens_redacting = True  # type: ignore[attr-defined]
     return make
 
 
 def install() -> None:
-    """Route warnings into logging and redact third-party records (idempotent)."""
+    """Route warnings into logging and redact third-party records.
+
+    Idempotent: the record factory is wrapped once per process, however often this is called;
+    ``warnings.showwarning`` is set again each time (a test runner's warning capture replaces it).
+    """
     global _installed
-    if _installed:
-        return
     warnings.showwarning = _showwarning
-    logging.setLogRecordFactory(_factory(logging.getLogRecordFactory()))
+    if not getattr(logging.getLogRecordFactory(), "scanlens_redacting", False):
+        logging.setLogRecordFactory(_factory(logging.getLogRecordFactory()))
     _installed = True
