@@ -356,10 +356,11 @@ def decode_frames(data: bytes, instance: DicomInstance | None = None) -> np.ndar
         values = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
     if instance.photometric == "MONOCHROME1":
         values = (-1.0 - values) if instance.signed else ((2**instance.bits_stored - 1) - values)
-    for index, geometry in enumerate(instance.frames):
-        slope, intercept = geometry.rescale
-        if slope != 1.0 or intercept != 0.0:
-            values[index] = values[index] * slope + intercept
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing rescale is caught just below
+        for index, geometry in enumerate(instance.frames):
+            slope, intercept = geometry.rescale
+            if slope != 1.0 or intercept != 0.0:
+                values[index] = values[index] * slope + intercept
     check_finite(values)
     return values
 
