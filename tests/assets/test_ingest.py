@@ -7,7 +7,12 @@ from pathlib import Path
 import dagster as dg
 
 from assets.definitions import defs
-from assets.ingest import DemoStudiesConfig, ScanCatalogConfig, demo_studies, scan_catalog
+from assets.ingest import (
+    DemoStudiesConfig,
+    ScanCatalogConfig,
+    demo_studies,
+    scan_catalog,
+)
 from assets.resources import PseudonymSecret, ScanLensProject
 from tests.phi_canaries import plant_canaries
 
@@ -33,7 +38,9 @@ def test_definitions_load_with_the_ingest_group() -> None:
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} >= {"demo_studies", "scan_catalog"}
     assert graph.get(dg.AssetKey("scan_catalog")).group_name == "ingest"
-    assert defs.resolve_job_def("scanlens_demo") is not None
+    demo_job = defs.resolve_job_def("scanlens_demo")
+    assert {node.name for node in demo_job.graph.node_defs} == {"demo_studies", "scan_catalog", "preprocessed_scans",
+                                                                  "trained_model"}
 
 
 def test_demo_then_catalog_materialise_with_metadata_and_a_passing_check(tmp_path: Path) -> None:

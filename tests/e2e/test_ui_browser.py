@@ -5,8 +5,7 @@ over the partition range fold_0...fold_1 with a tiny config and succeeds.
 
 Screenshots land in ``test-artifacts/ui/`` at the repository root (``$SCANLENS_TEST_ARTIFACTS/ui``
 when that is set). Needs Debian's ``chromium`` and ``chromium-driver`` (``make test`` installs them
-as root); the test installs them itself where it can (root and apt-get), skips where it cannot,
-and fails instead under ``CI``.
+as root, through ``make system-deps``); the test skips without them, and fails instead under ``CI``.
 """
 
 from __future__ import annotations
@@ -58,30 +57,14 @@ def _browser_binaries() -> tuple[str, str] | None:
     return (chrome, driver) if chrome and driver else None
 
 
-def _install_chromium() -> str:
-    """apt-get install Debian's chromium and its driver where we are root; '' or why it could not."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "not root or no apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", "chromium-driver"]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            return f"{' '.join(command)} failed: {done.stderr[-1000:]}"
-    return ""
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     binaries = _browser_binaries()
-    if binaries is None:
-        problem = _install_chromium()
-        binaries = _browser_binaries()
-        if binaries is None:
-            message = f"chromium/chromedriver not found and not installable ({problem or 'installed, still missing'})"
-            if IN_CI:
-                pytest.fail(message + "; CI must run the browser test (`make test` installs them as root)")
-            pytest.skip(message + "; `make test` installs them as root (apt-get install chromium chromium-driver)")
+    if binaries is None:  # system packages are the Makefile's business (`make system-deps`), never a test's
+        message = "chromium/chromedriver not found"
+        if IN_CI:
+            pytest.fail(message + "; CI must run the browser test (`make test` installs them as root)")
+        pytest.skip(message + "; `make test` installs them as root (`make system-deps`: Debian chromium chromium-driver)")
     chrome, driver = binaries
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -18,13 +18,14 @@ def _threads(_: int) -> int:
 
 
 def test_workers_use_one_thread_and_inline_work_leaves_the_callers_count() -> None:
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         assert parallel_map(_threads, [0, 1], workers=2, desc="inline") == [2, 2]  # few items: run inline
         assert parallel_map(_threads, [0, 1, 2, 3], workers=2, desc="pool") == [1, 1, 1, 1]
         assert torch.get_num_threads() == 2  # e.g. scoring's inference after preprocessing one study
     finally:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+        torch.set_num_threads(before)
 
 
 # isolated_map: whatever a task does, it costs that task only.
