@@ -128,3 +128,14 @@ def make_inbox(root: Path, per_split: int = 1, seed: int = 7) -> Path:
 
     prepare_demo_inbox(REPO / "data" / "demo" / "breastmnist.npz", root / "inbox", per_split, seed)
     return root / "inbox"
+
+
+def lock_holder_pid(workdir: Path) -> int | None:
+    """The PID ``W/.scanlens/lock`` names while a writer holds it (a clean release empties the file)."""
+    import json
+
+    try:
+        text = (workdir / ".scanlens" / "lock").read_text()
+        return int(json.loads(text)["pid"]) if text.strip() else None
+    except (FileNotFoundError, ValueError, KeyError):  # not there yet, or read while being written
+        return None

@@ -87,7 +87,7 @@ def check_pixel_bytes(layout: PixelLayout, syntax: UID, value: bytes, limits: Re
             f"declared image size ({expected} bytes) is over {limits.max_compression_ratio:g} times the "
             f"{actual} compressed bytes in the file",
         )
-    first = _first_fragment(value)
+    first = _first_fragment(value) if syntax in JPEG2000TransferSyntaxes else None
     size = codestream_size(first, syntax) if first is not None else None
     if size is not None and size != (layout.rows, layout.cols):
         raise QuarantineError(

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, make_inbox
+from tests.conftest import REPO, lock_holder_pid, make_inbox
 from tests.dicom_factory import write_series, z_positions
 
 SECRET = "concurrent-test-secret"
@@ -84,15 +84,6 @@ def _ingest_args(source: Source, workdir: Path) -> list[str]:
     return ["ingest", str(source.folder), "--workdir", str(workdir), "--labels", str(source.labels)]
 
 
-def _lock_holder(workdir: Path) -> int | None:
-    """The PID the lock file names while a writer holds it (a clean release empties the file)."""
-    try:
-        text = (workdir / ".scanlens" / "lock").read_text()
-        return int(json.loads(text)["pid"]) if text.strip() else None
-    except (FileNotFoundError, ValueError, KeyError):  # not there yet, or read while being written
-        return None
-
-
 def _hold_until_the_other_waits(runs: list[Run], workdir: Path, timeout: float = 300) -> tuple[Run, Run]:
     """Stop whichever run takes the lock first (its whole process group) until the other logs that it
     waits for that PID, then let it go on. Returns (the first holder, the waiter)."""
@@ -101,10 +92,10 @@ def _hold_until_the_other_waits(runs: list[Run], workdir: Path, timeout: float =
     while True:
         assert time.monotonic() < deadline, "neither run took the lock"
         assert all(run.proc.poll() is None for run in runs), [run.text()[-2000:] for run in runs]
-        holder = _lock_holder(workdir)
+        holder = lock_holder_pid(workdir)
         if holder in by_pid:
             os.killpg(holder, signal.SIGSTOP)
-            if _lock_holder(workdir) == holder:  # still holding it once stopped
+            if lock_holder_pid(workdir) == holder:  # still holding it once stopped
                 break
             os.killpg(holder, signal.SIGCONT)
         time.sleep(0.005)
@@ -194,7 +185,7 @@ def test_a_second_ingest_with_a_short_lock_timeout_exits_2_with_one_line(
     workdir = tmp_path / "w"
     holder = _start("a", _ingest_args(sources["a"], workdir), tmp_path / "logs")
     deadline = time.monotonic() + 300
-    while _lock_holder(workdir) != holder.proc.pid:
+    while lock_holder_pid(workdir) != holder.proc.pid:
         assert holder.proc.poll() is None and time.monotonic() < deadline, holder.text()[-3000:]
         time.sleep(0.005)
     os.killpg(holder.proc.pid, signal.SIGSTOP)  # it holds the lock for as long as the second one tries

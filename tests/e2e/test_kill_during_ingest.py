@@ -7,7 +7,6 @@ running. A parent killed alone takes its workers with it."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -21,7 +20,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, lock_holder_pid
 from tests.dicom_factory import write_series, z_positions
 
 #: One secret for every run: the pseudonyms (scan ids, volume names) depend on it.
@@ -65,15 +64,6 @@ def _ingest(source: Source, workdir: Path) -> subprocess.CompletedProcess[str]:
          "--labels", str(source.labels)],
         check=False, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
     )
-
-
-def _lock_holder(workdir: Path) -> int | None:
-    """The PID the lock file names (a holder writes it; a clean release empties the file)."""
-    try:
-        text = (workdir / ".scanlens" / "lock").read_text()
-        return int(json.loads(text)["pid"]) if text.strip() else None
-    except (FileNotFoundError, ValueError, KeyError):  # not there yet, or read while being written
-        return None
 
 
 def _live_processes_of(workdir: Path) -> list[psutil.Process]:
@@ -149,7 +139,7 @@ def _timed_run(source: Source, workdir: Path) -> Reference:
     proc = _start(source, workdir)
     lock_at = None
     while proc.poll() is None:
-        if lock_at is None and _lock_holder(workdir) == proc.pid:
+        if lock_at is None and lock_holder_pid(workdir) == proc.pid:
             lock_at = time.monotonic() - start
         time.sleep(0.005)
     duration = time.monotonic() - start
@@ -182,7 +172,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 def _kill_while_writing(proc: subprocess.Popen[bytes], workdir: Path, offset: float) -> None:
     """SIGKILL the group ``offset`` seconds after the run took the lock (start-up time varies with load)."""
     deadline = time.monotonic() + 120
-    while _lock_holder(workdir) != proc.pid and proc.poll() is None and time.monotonic() < deadline:
+    while lock_holder_pid(workdir) != proc.pid and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     time.sleep(offset)
     _kill_group(proc)
@@ -212,7 +202,7 @@ def test_kill_9_at_random_moments_then_rerun_gives_the_uninterrupted_result(
         else:
             _kill_while_writing(proc, workdir, delay)
         _assert_no_process_left(workdir)
-        held = _lock_holder(workdir) == proc.pid  # killed while holding the lock: a stale lock
+        held = lock_holder_pid(workdir) == proc.pid  # killed while holding the lock: a stale lock
         interrupted_holders += int(held and proc.returncode == -signal.SIGKILL)
         leftovers = _leftovers(workdir) if workdir.exists() else []
 
@@ -256,7 +246,7 @@ def test_workers_die_with_their_parent_killed_alone(source: Source, reference: R
     workers: list[psutil.Process] = []
     deadline = time.monotonic() + 60
     while not workers and proc.poll() is None and time.monotonic() < deadline:
-        if _lock_holder(workdir) == proc.pid:
+        if lock_holder_pid(workdir) == proc.pid:
             workers = [c for c in parent.children(recursive=True) if c.pid in {p.pid for p in _live_processes_of(workdir)}]
         time.sleep(0.005)
     assert workers, "the run ended before its workers could be seen"
