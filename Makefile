@@ -10,7 +10,7 @@ export SCANLENS_CV_FOLDS ?= 5
 FOLD_RANGE := {"dagster/asset_partition_range_start": "fold_0", "dagster/asset_partition_range_end": "fold_$(shell expr $(SCANLENS_CV_FOLDS) - 1)"}
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo ui test bench fuzz clean
+.PHONY: install system-deps demo ui lint test bench fuzz clean
 
 install: $(STAMP)
 
@@ -50,7 +50,13 @@ system-deps:
 	  else echo "note:$$missing missing and not installable here (needs root and apt-get); their tests skip"; fi; \
 	fi
 
-test: $(STAMP) system-deps
+# Lint (ruff: rules and formatting) and type-check (mypy) the package before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline assets
+	$(BIN)/ruff format --check pipeline assets
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
+from assets.config import run_config
 from assets.evaluation import FOLDS, cv_evaluation, cv_folds, fold_models
 from assets.ingest import demo_studies, scan_catalog
 from assets.interpretability import interpretability_report, saliency_maps
 from assets.operations import RETRAIN_CRON, champion_model, model_version
-from assets.resources import ScanLensProject, secret_resource
+from assets.resources import PseudonymSecret, ScanLensProject
 from assets.scoring import ScoringInbox, inbox_sensor, scan_scores, score_new_scans
 from assets.training import preprocessed_scans, trained_model
 from pipeline.logsafety import install as install_log_redaction
+from pipeline.settings.augment import AugmentConfig
+from pipeline.settings.evaluate import CVSettings, EvaluationSettings
+from pipeline.settings.explain import AttributionConfig, ExplainSettings
+from pipeline.settings.preprocess import PreprocessSettings
+from pipeline.settings.train import TrainConfig
 
 # Library warnings and third-party log records in every process that loads this code location (the
 # webserver, the daemon, each run's steps) go through ScanLens's redaction: no header value in a log.
@@ -20,11 +28,30 @@ install_log_redaction()
 all_assets = [demo_studies, scan_catalog, preprocessed_scans, trained_model, cv_folds, fold_models, cv_evaluation,
               saliency_maps, interpretability_report, model_version, champion_model, scan_scores]
 
+TRAINING = (PreprocessSettings, TrainConfig, AugmentConfig)
+#: The settings groups of each configurable asset that a profile can change.
+PROFILED_ASSETS: dict[str, tuple[type, ...]] = {
+    "preprocessed_scans": (PreprocessSettings,), "trained_model": TRAINING, "cv_folds": (CVSettings,),
+    "fold_models": TRAINING, "cv_evaluation": (EvaluationSettings,),
+    "saliency_maps": (ExplainSettings, AttributionConfig),
+}
+
+
+def profile_run_config(profile: str, assets: list[str]) -> dict[str, Any]:
+    """Run config that applies ``profile`` to those of ``assets`` it concerns."""
+    return run_config(profile, {name: PROFILED_ASSETS[name] for name in assets if name in PROFILED_ASSETS})
+
+
+DEMO_JOB_ASSETS = ["preprocessed_scans", "trained_model"]
+EVALUATION_JOB_ASSETS = ["cv_folds", "fold_models", "cv_evaluation", "saliency_maps"]
+
 scanlens_demo = dg.define_asset_job(
     "scanlens_demo",
     selection=dg.AssetSelection.assets(demo_studies, scan_catalog, preprocessed_scans, trained_model),
-    description="Ingest the bundled demo data and train one model kind (run once per partition: 2d, 3d).",
+    description="Ingest the bundled demo data and train one model kind (run once per partition: 2d, 3d), with "
+    "the demo profile's settings.",
     executor_def=dg.in_process_executor,  # one process: the steps are sequential anyway, and start-up is paid once
+    config=profile_run_config("demo", DEMO_JOB_ASSETS),
 )
 
 train_and_evaluate = dg.define_asset_job(
@@ -33,8 +60,11 @@ train_and_evaluate = dg.define_asset_job(
                                        interpretability_report, model_version, champion_model),
     description="Catalogue -> patient-grouped folds -> one model per fold -> pooled evaluation -> saliency maps -> "
     "review-board PDF -> registry version, gate, champion. Launch it over "
-    f"the partition range {FOLDS.get_partition_keys()[0]}...{FOLDS.get_partition_keys()[-1]} to train every fold in one run.",
+    f"the partition range {FOLDS.get_partition_keys()[0]}...{FOLDS.get_partition_keys()[-1]} to train every fold in one run. "
+    "Launched by hand it starts from the demo profile's settings (edit them in the launchpad); the weekly "
+    "schedule uses the default profile.",
     executor_def=dg.in_process_executor,
+    config=profile_run_config("demo", EVALUATION_JOB_ASSETS),
 )
 
 FOLD_RANGE_TAGS = {"dagster/asset_partition_range_start": FOLDS.get_partition_keys()[0],
@@ -44,13 +74,15 @@ FOLD_RANGE_TAGS = {"dagster/asset_partition_range_start": FOLDS.get_partition_ke
              default_status=dg.DefaultScheduleStatus.STOPPED)  # shipped stopped: start it in the UI
 def weekly_retraining(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Retrain and evaluate on the current catalogue (every fold in one run); the gate decides whether
-    the challenger replaces the champion. Cron from ``$SCANLENS_RETRAIN_CRON`` (default Mondays 03:00)."""
-    return dg.RunRequest(run_key=None, tags=FOLD_RANGE_TAGS)
+    the challenger replaces the champion, with the default profile's settings. Cron from
+    ``$SCANLENS_RETRAIN_CRON`` (default Mondays 03:00)."""
+    return dg.RunRequest(run_key=None, tags=FOLD_RANGE_TAGS,
+                         run_config=profile_run_config("default", EVALUATION_JOB_ASSETS))
 
 defs = dg.Definitions(
     assets=all_assets,
     jobs=[scanlens_demo, train_and_evaluate, score_new_scans],
     schedules=[weekly_retraining],
     sensors=[inbox_sensor],
-    resources={"project": ScanLensProject(), "secret": secret_resource(), "inbox": ScoringInbox()},
+    resources={"project": ScanLensProject(), "secret": PseudonymSecret(), "inbox": ScoringInbox()},
 )

@@ -8,36 +8,50 @@ all in one run through a partition range.
 
 # No `from __future__ import annotations` here: Dagster reads Config/resource types from the annotations.
 
-import base64
 import os
-from typing import List, Optional
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
-from assets.common import IO_RETRY, OWNER, user_errors_are_final
+from assets.common import IO_RETRY, OWNER, markdown_image, user_errors_are_final
+from assets.config import config_class, settings_from
 from assets.ingest import scan_catalog
 from assets.resources import ScanLensProject
-from assets.training import TrainedModelConfig
+from assets.training import TrainedModelConfig, training_settings
 from pipeline.evaluate import CVSettings, EvaluationSettings, evaluate_cv, load_folds, make_folds, train_fold
 from pipeline.evaluate.splits import check_folds
-from pipeline.preprocess import AugmentConfig
-from pipeline.train import TrainConfig
+from pipeline.layout import Workdir
+from pipeline.settings import MODEL_KINDS, dims_of
 
 N_FOLDS = int(os.environ.get("SCANLENS_CV_FOLDS", "5"))
 FOLDS = dg.StaticPartitionsDefinition([f"fold_{k}" for k in range(N_FOLDS)])
 
 
-class CVFoldsConfig(dg.Config):
-    model_kind: str = Field(default="2d", description="2d or 3d: which scans take part (those the model kind reads)")
-    test_fraction: float = Field(default=0.2, description="patient share held out when the catalogue has no test split")
-    seed: int = Field(default=0, description="seed of the test split and of StratifiedGroupKFold")
+def fold_of(partition_key: str) -> int:
+    """The fold number of a ``fold_<k>`` partition key."""
+    return int(partition_key.removeprefix("fold_"))
 
 
-def _fold_checks(frame) -> list:  # type: ignore[no-untyped-def]
+if TYPE_CHECKING:  # the classes are made at import time; to a type checker they are Dagster configs
+    CVEvaluationConfig: TypeAlias = dg.Config
+
+    class CVFoldsConfig(dg.Config):
+        model_kind: str
+else:
+    CVFoldsConfig = config_class(
+        "CVFoldsConfig", CVSettings, doc="Patient-grouped folds; K is the number of fold_models partitions.",
+        extra={"model_kind": (Literal[MODEL_KINDS], Field(
+            default=MODEL_KINDS[0], description="2d or 3d: which scans take part (those the model kind reads)"))})
+    CVEvaluationConfig = config_class("CVEvaluationConfig", EvaluationSettings,
+                                      doc="Pooled statistics over the fold models' predictions.")
+
+
+def _fold_checks(frame: pd.DataFrame) -> list[dg.AssetCheckResult]:
     problems = check_folds(frame)
-    leaks = [p for p in problems if p.startswith("error")]
-    missing = [p for p in problems if p.startswith("warning")]
+    leaks = [str(p) for p in problems if p.severity == "error"]
+    missing = [str(p) for p in problems if p.severity == "warning"]
     return [
         dg.AssetCheckResult(check_name="no_patient_in_two_partitions", passed=not leaks,
                             severity=dg.AssetCheckSeverity.ERROR,
@@ -64,8 +78,8 @@ def cv_folds(config: CVFoldsConfig, project: ScanLensProject) -> dg.MaterializeR
     """Patient-grouped held-out test set (the catalogue's ``test`` split, else a seeded fraction), then
     ``StratifiedGroupKFold`` by pseudonymous patient over the rest: ``W/evaluation/folds.parquet``."""
     with user_errors_are_final():
-        folds = make_folds(project.workdir_path, CVSettings(n_folds=N_FOLDS, test_fraction=config.test_fraction,
-                                                            seed=config.seed, dims=2 if config.model_kind == "2d" else 3))
+        settings = settings_from(config, CVSettings, n_folds=N_FOLDS, dims=dims_of(config.model_kind))
+        folds = make_folds(project.workdir_path, settings)
     counts = folds.frame.groupby(["fold", "label"]).size().unstack(fill_value=0)
     table = "| partition | " + " | ".join(f"class {c}" for c in counts.columns) + " | patients |\n"
     table += "|---" * (len(counts.columns) + 2) + "|\n"
@@ -75,7 +89,7 @@ def cv_folds(config: CVFoldsConfig, project: ScanLensProject) -> dg.MaterializeR
     return dg.MaterializeResult(
         metadata={"scans": len(folds.frame), "patients": int(folds.frame["patient_id"].nunique()), "folds": N_FOLDS,
                   "test_set": folds.test_source, "folds_hash": folds.folds_hash[:16], "counts": dg.MetadataValue.md(table),
-                  "table": dg.MetadataValue.path(str(project.workdir_path / "evaluation" / "folds.parquet"))},
+                  "table": dg.MetadataValue.path(str(Workdir(project.workdir_path).folds_table))},
         check_results=_fold_checks(folds.frame),
     )
 
@@ -88,13 +102,10 @@ def fold_models(context: dg.AssetExecutionContext, config: TrainedModelConfig, p
     runs = []
     with user_errors_are_final():
         folds = load_folds(project.workdir_path)
-        pre = config.preprocess_config("2d" if folds.settings.dims == 2 else "3d")
-        cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weights=config.weights or None,
-                          device=config.device, seed=config.seed, head_only_epochs=config.head_only_epochs,
-                          patience=config.patience)
+        pre, cfg, aug = training_settings(config)
         for key in context.partition_keys:
-            runs.append(train_fold(project.workdir_path, int(key.split("_")[1]), cfg, pre,
-                                   AugmentConfig(enabled=config.augment), folds=folds, log=context.log))
+            runs.append(train_fold(project.workdir_path, fold_of(key), cfg, pre.for_dims(folds.settings.dims), aug,
+                                   folds=folds, log=context.log))
     return dg.MaterializeResult(metadata={
         "folds": dg.MetadataValue.json([{"fold": r.fold, "model_id": r.model_id, "best_val_auroc": r.best_val_auroc,
                                          "oof_scans": r.n_oof, "test_scans": r.n_test, "predicted": r.predicted}
@@ -103,19 +114,7 @@ def fold_models(context: dg.AssetExecutionContext, config: TrainedModelConfig, p
     })
 
 
-class CVEvaluationConfig(dg.Config):
-    n_resamples: int = Field(default=2000, description="patient-level bootstrap resamples per CI (>= 2000 for reports)")
-    target_sensitivity: Optional[float] = Field(default=None, description="operating point; null = Youden's J")
-    subgroups: List[str] = Field(default=["manufacturer"], description="catalogue columns for subgroup tables "
-                                 "(patient_sex/age_band need keep_demographics at ingest)")
-    seed: int = 0
-
-
-def _image(path) -> str:  # type: ignore[no-untyped-def]
-    return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
-
-
-def _ci(block: dict, name: str) -> str:
+def _ci(block: dict[str, Any], name: str) -> str:
     ci = block.get(f"{name}_ci")
     value = block.get(name)
     if value is None:
@@ -129,15 +128,13 @@ def cv_evaluation(config: CVEvaluationConfig, project: ScanLensProject) -> dg.Ma
     """Pooled out-of-fold and held-out test statistics with patient-level bootstrap CIs, DeLong
     cross-check, the operating point pre-specified on OOF predictions, calibration, subgroups and plots."""
     with user_errors_are_final():
-        result = evaluate_cv(project.workdir_path, EvaluationSettings(
-            n_resamples=config.n_resamples, seed=config.seed, target_sensitivity=config.target_sensitivity,
-            subgroups=tuple(config.subgroups)))
+        result = evaluate_cv(project.workdir_path, settings_from(config, EvaluationSettings))
     m = result.metrics
     names = ["auroc", "auprc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "brier"]
     rows = [n for n in names if n in m["oof"]]
     table = "| metric (95% CI) | out-of-fold | test |\n| --- | --- | --- |\n" + "\n".join(
         f"| {n} | {_ci(m['oof'], n)} | {_ci(m['test'], n) if m['test'] else 'no test set'} |" for n in rows)
-    plots = "\n\n".join(_image(path) for path in result.plots.values())
+    plots = "\n\n".join(markdown_image(path) for path in result.plots.values())
     metadata = {
         "oof_auroc": m["oof"]["auroc"], "oof_auroc_ci": str(m["oof"]["auroc_ci"]),
         "test_auroc": m["test"]["auroc"] if m["test"] else None,
@@ -147,7 +144,7 @@ def cv_evaluation(config: CVEvaluationConfig, project: ScanLensProject) -> dg.Ma
         "plots": dg.MetadataValue.md(plots),
         "per_fold": dg.MetadataValue.json([{"fold": f["fold"], "auroc": f["auroc"], "auroc_ci": f["auroc_ci"]} for f in m["folds"]]),
         "subgroups": dg.MetadataValue.json(m["subgroups"]),
-        "metrics_json": dg.MetadataValue.path(str(result.folder / "metrics.json")),
+        "metrics_json": dg.MetadataValue.path(str(Workdir(project.workdir_path).metrics)),
     }
     if "ece" in m["oof"]:
         metadata["oof_ece"] = m["oof"]["ece"]

@@ -3,23 +3,23 @@
 # No `from __future__ import annotations` here: Dagster reads Config/resource types from the annotations.
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from assets.common import IO_RETRY, OWNER, user_errors_are_final
-from assets.resources import DEMO_ROOT, PseudonymSecret, ScanLensProject
-from pipeline.config import IngestConfig
-from pipeline.io.limits import ReadLimits
-from pipeline.parallel import WorkerLimits
+from assets.config import config_class, settings_from
+from assets.resources import PseudonymSecret, ScanLensProject
 from pipeline.demo import DemoArchive, prepare_demo_source
-from pipeline.ingest import ingest
+from pipeline.ingest import IngestConfig, IngestSettings, ingest
+from pipeline.layout import Workdir
+
 
 class DemoStudiesConfig(dg.Config):
-    breast_limit: Optional[int] = Field(default=None, description="BreastMNIST items per split; null keeps all 780")
-    adrenal_limit: Optional[int] = Field(default=40, description="AdrenalMNIST3D volumes per split; null keeps all 1,584")
+    breast_limit: int | None = Field(default=None, description="BreastMNIST items per split; null keeps all 780")
+    adrenal_limit: int | None = Field(default=40, description="AdrenalMNIST3D volumes per split; null keeps all 1,584")
     seed: int = Field(default=0, description="seed for the subset and the synthetic headers")
 
 
@@ -30,10 +30,9 @@ def demo_studies(config: DemoStudiesConfig, project: ScanLensProject) -> dg.Mate
     Headers carry synthetic patient names, IDs and dates so that de-identification has work to do.
     Idempotent: unchanged archives and options rewrite nothing.
     """
-    data = Path(project.demo_data)
     archives = [
-        DemoArchive(data / "breastmnist.npz", config.breast_limit),
-        DemoArchive(data / "adrenalmnist3d.npz", config.adrenal_limit),
+        DemoArchive(project.demo_archive("breastmnist"), config.breast_limit),
+        DemoArchive(project.demo_archive("adrenalmnist3d"), config.adrenal_limit),
     ]
     with user_errors_are_final():
         result = prepare_demo_source(archives, project.demo_source, project.demo_labels, seed=config.seed)
@@ -42,27 +41,19 @@ def demo_studies(config: DemoStudiesConfig, project: ScanLensProject) -> dg.Mate
     )
 
 
-class ScanCatalogConfig(dg.Config):
-    source: str = Field(
-        default=str(DEMO_ROOT / "source"),
-        description="folder of DICOM/NIfTI scans, read recursively and never modified (default: the demo studies)",
-    )
-    labels: str = Field(
-        default=str(DEMO_ROOT / "labels.csv"),
-        description="labels CSV (scan_ref,label[,split,patient_id]); empty string for an unlabelled run",
-    )
-    workdir: str = Field(default="", description="work folder W; empty uses the `project` resource's workdir")
-    keep_demographics: bool = Field(default=False, description="keep PatientSex/PatientAge for subgroup analysis")
-    allow_burned_in: bool = Field(default=False, description="ingest images flagged BurnedInAnnotation=YES")
-    spacing_tolerance: float = Field(default=0.05, description="relative slice-spacing deviation accepted with a warning")
-    task_timeout_s: float = Field(default=WorkerLimits.timeout_s, description="wall-clock seconds one file or scan may "
-                                  "take before its worker is killed and it is quarantined as decoder_timeout")
-    worker_memory_mb: int = Field(default=WorkerLimits.memory_mb, description="memory one worker process may add; "
-                                  "past it the file is quarantined as too_large")
-    max_file_mb: int = Field(default=ReadLimits.max_file_mb, description="larger files are quarantined unread")
-    max_decoded_mb: int = Field(default=ReadLimits.max_decoded_mb,
-                                description="memory one image may need once decoded, from its declared size")
-    follow_external_links: bool = Field(default=False, description="read files through links that point outside source")
+if TYPE_CHECKING:  # the class is made at import time; to a type checker it is a Dagster config
+    class ScanCatalogConfig(dg.Config):
+        source: str
+        labels: str
+else:
+    ScanCatalogConfig = config_class(
+        "ScanCatalogConfig", IngestSettings, doc="Which folder is ingested, with which labels, and how.",
+        extra={
+            "source": (str, Field(default="", description="folder of DICOM/NIfTI scans, read recursively and never "
+                                  "modified; empty: the demo studies")),
+            "labels": (str, Field(default="", description="labels CSV (scan_ref,label[,split,patient_id]); empty: "
+                                  "the demo labels when the source is the demo studies, else an unlabelled run")),
+        })
 
 
 def labels_check(catalog: pd.DataFrame, unmatched_lines: list[int]) -> dg.AssetCheckResult:
@@ -101,17 +92,13 @@ def scan_catalog(config: ScanCatalogConfig, project: ScanLensProject, secret: Ps
     Bad files are quarantined with a reason (``W/quarantine.parquet``); ``W/ingest_manifest.parquet``
     maps every source file to its scan. Re-materialising on unchanged input rewrites nothing.
     """
-    workdir = Path(config.workdir) if config.workdir else project.workdir_path
+    workdir = project.workdir_path
+    source = Path(config.source) if config.source else project.demo_source
+    labels = Path(config.labels) if config.labels else project.demo_labels if not config.source else None
     with user_errors_are_final():
-        result = ingest(IngestConfig(
-            source=Path(config.source), workdir=workdir, labels=Path(config.labels) if config.labels else None,
-            secret=secret.secret, keep_demographics=config.keep_demographics,
-            allow_burned_in=config.allow_burned_in, spacing_tolerance=config.spacing_tolerance,
-            limits=ReadLimits(max_file_mb=config.max_file_mb, max_decoded_mb=config.max_decoded_mb),
-            worker_limits=WorkerLimits(timeout_s=config.task_timeout_s, memory_mb=config.worker_memory_mb),
-            follow_external_links=config.follow_external_links,
-        ))
-    catalog = pd.read_parquet(workdir / "catalog.parquet")
+        result = ingest(IngestConfig.of(settings_from(config, IngestSettings), source=source, workdir=workdir,
+                                        labels=labels, secret=secret.secret))
+    catalog = pd.read_parquet(Workdir(workdir).catalog)
     return dg.MaterializeResult(
         metadata={
             "scans": result.n_scans,
@@ -124,7 +111,7 @@ def scan_catalog(config: ScanCatalogConfig, project: ScanLensProject, secret: Ps
             "label_counts": dg.MetadataValue.json(result.label_counts),
             "unmatched_label_rows": len(result.unmatched_label_lines),
             "slowest_file_seconds": round(result.slowest_file_seconds, 3),
-            "catalog": dg.MetadataValue.path(str(workdir / "catalog.parquet")),
+            "catalog": dg.MetadataValue.path(str(Workdir(workdir).catalog)),
         },
         check_results=[labels_check(catalog, result.unmatched_label_lines)],
     )

@@ -4,12 +4,15 @@
 its blocking check ``challenger_passes_gate`` (non-inferior on pooled OOF AUROC against the
 champion, every saliency sanity check passed); ``champion_model`` promotes it, so a challenger that
 fails never becomes champion: it stays registered as rejected, with the reason in the check's
-description and in ``W/registry/history.jsonl``.
+description and in ``W/registry/history.jsonl``. The version keeps the review-board PDF that the
+latest ``interpretability_report`` materialisation recorded (its ``pdf`` metadata), never a guess by
+file time.
 """
 
 # No `from __future__ import annotations` here: Dagster reads Config/resource types from the annotations.
 
 import os
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -17,6 +20,7 @@ from pydantic import Field
 from assets.common import OWNER, user_errors_are_final
 from assets.interpretability import interpretability_report
 from assets.resources import ScanLensProject
+from pipeline.layout import Workdir
 from pipeline.registry import Registry
 from pipeline.registry.decide import decide_challenger, promote_if_accepted
 
@@ -33,13 +37,12 @@ class GateConfig(dg.Config):
           check_specs=[dg.AssetCheckSpec("challenger_passes_gate", asset="model_version", blocking=True,
                                          description="non-inferior to the champion (paired patient bootstrap, "
                                                      "lower CI bound > -delta) and every saliency sanity check passed")])
-def model_version(config: GateConfig, project: ScanLensProject) -> dg.MaterializeResult:
+def model_version(context: dg.AssetExecutionContext, config: GateConfig, project: ScanLensProject) -> dg.MaterializeResult:
     """The evaluated fold models, metrics, OOF predictions, sanity results and report, stored as a
     registry version (the challenger), with the gate's decision against the champion."""
-    reports = sorted((project.workdir_path / "reports").glob("*.pdf"), key=lambda p: p.stat().st_mtime)
+    report = recorded_report(context, project)
     with user_errors_are_final():
-        entry, decision = decide_challenger(project.workdir_path, reports[-1] if reports else None, config.delta,
-                                            config.n_resamples)
+        entry, decision = decide_challenger(project.workdir_path, report, config.delta, config.n_resamples)
     return dg.MaterializeResult(
         metadata={"version": entry.version, "status": entry.status, "gate": decision.reason,
                   "gate_figures": dg.MetadataValue.json(decision.figures),
@@ -48,6 +51,24 @@ def model_version(config: GateConfig, project: ScanLensProject) -> dg.Materializ
                                            severity=dg.AssetCheckSeverity.ERROR, description=decision.reason,
                                            metadata={k: v for k, v in decision.figures.items() if not isinstance(v, list)})],
     )
+
+
+def recorded_report(context: dg.AssetExecutionContext, project: ScanLensProject) -> Path | None:
+    """The PDF the latest ``interpretability_report`` materialisation recorded as ``pdf``, when it is
+    still there and belongs to this work folder; otherwise None, with a log line saying why."""
+    event = context.instance.get_latest_materialization_event(interpretability_report.key)
+    materialization = event.asset_materialization if event is not None else None
+    recorded = materialization.metadata.get("pdf") if materialization is not None else None
+    if recorded is None:
+        context.log.info("no interpretability_report materialisation records a PDF: the version is stored without a report")
+        return None
+    path = Path(str(recorded.value))
+    reports = Workdir(project.workdir_path).reports
+    if path.resolve().parent != reports.resolve() or not path.is_file():
+        context.log.warning(f"the recorded report {path} is not a file in {reports}: the version is stored without a "
+                            "report (materialise interpretability_report again)")
+        return None
+    return path
 
 
 @dg.asset(group_name="training", owners=[OWNER], kinds={"python"}, deps=[model_version])

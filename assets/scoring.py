@@ -12,45 +12,63 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
 from assets.common import IO_RETRY, OWNER, user_errors_are_final
+from assets.config import config_class, settings_from
 from assets.operations import champion_model
-from assets.resources import DEMO_ROOT, PseudonymSecret, ScanLensProject
-from pipeline.deid import Pseudonymizer, load_secret
+from assets.resources import PseudonymSecret, ScanLensProject
+from pipeline.deid import Pseudonymizer, project_pseudonymizer
+from pipeline.layout import Workdir
 from pipeline.registry import Registry
-from pipeline.scoring import load_champion
+from pipeline.scoring import ScoreSettings, load_champion
 from pipeline.scoring.inbox import find_study, poll_inbox
 from pipeline.scoring.study import score_study
-from pipeline.storage import Workdir
 
 #: One partition per inbox study; keys are ``inbox_<16 hex>`` pseudonyms.
 INBOX_STUDIES = dg.DynamicPartitionsDefinition(name="inbox_studies")
 
 
 class ScoringInbox(dg.ConfigurableResource):
-    """Where new studies arrive and where the DICOM outputs go.
-
-    Defaults: ``$SCANLENS_INBOX`` or ``<demo root>/inbox``; ``$SCANLENS_OUTBOX`` or ``<demo root>/outbox``;
+    """Where new studies arrive and where the DICOM outputs go. Empty fields take their defaults at run
+    time: ``$SCANLENS_INBOX`` or ``<demo root>/inbox``; ``$SCANLENS_OUTBOX`` or ``<demo root>/outbox``;
     a study counts as complete when its files have not changed for ``$SCANLENS_INBOX_STABLE_SECONDS``
-    (default 60) seconds.
-    """
+    (default 60) seconds."""
 
-    inbox: str = os.environ.get("SCANLENS_INBOX", str(DEMO_ROOT / "inbox"))
-    outbox: str = os.environ.get("SCANLENS_OUTBOX", str(DEMO_ROOT / "outbox"))
-    stable_seconds: float = float(os.environ.get("SCANLENS_INBOX_STABLE_SECONDS", "60"))
+    inbox: str = Field(default="", description="inbox folder, one folder per study; empty: $SCANLENS_INBOX, "
+                       "else <demo root>/inbox")
+    outbox: str = Field(default="", description="outbox for DICOM outputs; empty: $SCANLENS_OUTBOX, "
+                        "else <demo root>/outbox")
+    stable_seconds: float | None = Field(default=None, description="quiet time before a study is scored; "
+                                            "null: $SCANLENS_INBOX_STABLE_SECONDS, else 60")
+
+    def inbox_path(self, project: ScanLensProject) -> Path:
+        return Path(self.inbox or os.environ.get("SCANLENS_INBOX") or project.demo_inbox)
+
+    def outbox_path(self, project: ScanLensProject) -> Path:
+        return Path(self.outbox or os.environ.get("SCANLENS_OUTBOX") or project.demo_outbox)
+
+    def quiet_seconds(self) -> float:
+        if self.stable_seconds is not None:
+            return self.stable_seconds
+        return float(os.environ.get("SCANLENS_INBOX_STABLE_SECONDS") or 60)
 
 
-class ScanScoresConfig(dg.Config):
-    overlays: bool = Field(default=True, description="GradCAM overlay per scan (PNG, and a Secondary Capture)")
-    dicom_outputs: bool = Field(default=True, description="write a DICOM SR (and Secondary Capture) per scan to the outbox")
-    device: str = Field(default="auto", description="auto, cpu or cuda")
+if TYPE_CHECKING:  # the class is made at import time; to a type checker it is a Dagster config
+    class ScanScoresConfig(dg.Config):
+        dicom_outputs: bool
+else:
+    ScanScoresConfig = config_class(
+        "ScanScoresConfig", ScoreSettings, doc="What scoring writes besides the scores.",
+        extra={"dicom_outputs": (bool, Field(default=True, description="write a DICOM SR (and Secondary Capture) "
+                                             "per scan to the outbox"))})
 
 
 def _pseudonymizer(project: ScanLensProject, secret: PseudonymSecret) -> Pseudonymizer:
-    return Pseudonymizer(load_secret(secret.secret, Workdir(project.workdir_path).secret_file))
+    return project_pseudonymizer(secret.secret, project.workdir_path)[1]
 
 
 @dg.asset(group_name="scoring", owners=[OWNER], kinds={"pytorch", "dicom", "parquet"}, partitions_def=INBOX_STUDIES,
@@ -66,11 +84,12 @@ def scan_scores(context: dg.AssetExecutionContext, config: ScanScoresConfig, pro
     """
     workdir = project.workdir_path
     with user_errors_are_final():
-        folder = find_study(Path(inbox.inbox), context.partition_key, _pseudonymizer(project, secret))
-        champion = load_champion(workdir, config.device)
+        settings = settings_from(config, ScoreSettings)
+        folder = find_study(inbox.inbox_path(project), context.partition_key, _pseudonymizer(project, secret))
+        champion = load_champion(workdir, settings.device)
         done = score_study(workdir, folder, context.partition_key,
-                           Path(inbox.outbox) if config.dicom_outputs else None, secret.secret, champion,
-                           overlays=config.overlays)
+                           inbox.outbox_path(project) if config.dicom_outputs else None, secret.secret, champion,
+                           overlays=settings.overlays)
     table = done.scores[["scan_id", "probability", "decision"]].to_markdown(index=False) if len(done.scores) else ""
     return dg.MaterializeResult(metadata={
         "model_version": done.model_version, "source_files": done.n_files, "scans": done.n_scans,
@@ -82,7 +101,7 @@ def scan_scores(context: dg.AssetExecutionContext, config: ScanScoresConfig, pro
         "scored_from_nifti_without_dicom_output": done.n_without_dicom_source,
         "scores": dg.MetadataValue.md(table or "nothing new to score"),
         "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in done.seconds.items()}),
-        "scores_table": dg.MetadataValue.path(str(workdir / "scoring" / "scores.parquet")),
+        "scores_table": dg.MetadataValue.path(str(Workdir(workdir).scores)),
     })
 
 
@@ -101,13 +120,13 @@ def inbox_sensor(context: dg.SensorEvaluationContext, project: ScanLensProject, 
     Shipped stopped: turn it on under Automation once a champion exists. Studies wait while there is
     no champion.
     """
-    folder = Path(inbox.inbox)
+    folder = inbox.inbox_path(project)
     if not folder.is_dir():
         return dg.SkipReason(f"inbox folder {folder} does not exist")
     if Registry(project.workdir_path).champion() is None:
         return dg.SkipReason("no champion model yet: new studies wait in the inbox")
     state = json.loads(context.cursor) if context.cursor else {}
-    poll = poll_inbox(folder, state, time.time(), inbox.stable_seconds, _pseudonymizer(project, secret))
+    poll = poll_inbox(folder, state, time.time(), inbox.quiet_seconds(), _pseudonymizer(project, secret))
     if poll.loose_files:
         context.log.warning("%d files lie directly in the inbox: put each study in its own folder to score it",
                             poll.loose_files)

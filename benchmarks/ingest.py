@@ -23,8 +23,7 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import IngestConfig  # noqa: E402
-from pipeline.ingest import ingest  # noqa: E402
+from pipeline.ingest import IngestConfig, ingest  # noqa: E402
 
 SERIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom" / "sts002" / "CT" / "dicom" / "image"
 TARGET = 1.25

@@ -22,7 +22,7 @@ from pipeline.models import build_classifier
 from pipeline.preprocess import PreprocessConfig
 dims, size, method, device, repeats = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 torch.manual_seed(0)
-model = build_classifier(2, PreprocessConfig(dims=dims, input_size=(size,) * dims)).to(device).eval()
+model = build_classifier(2, PreprocessConfig(dims=dims, input_size=(size,) * dims)).network.to(device).eval()
 x = torch.rand(1, 1, *(size,) * dims, device=device)
 def sync():
     if device == "cuda":

@@ -41,16 +41,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import IngestConfig  # noqa: E402
 from pipeline.deid import Pseudonymizer  # noqa: E402
 from pipeline.demo import DemoArchive, prepare_demo_inbox, prepare_demo_source  # noqa: E402
 from pipeline.evaluate import CVSettings, EvaluationSettings, cross_validate  # noqa: E402
-from pipeline.ingest import ingest  # noqa: E402
+from pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from pipeline.layout import Workdir  # noqa: E402
 from pipeline.preprocess import AugmentConfig, PreprocessConfig, preprocess_catalog  # noqa: E402
 from pipeline.registry import Registry  # noqa: E402
 from pipeline.scoring import load_champion  # noqa: E402
 from pipeline.scoring.score import Champion  # noqa: E402
-from pipeline.scoring.study import StudyScoring, intake_dir, score_study  # noqa: E402
+from pipeline.scoring.study import StudyScoring, score_study  # noqa: E402
 from pipeline.train import TrainConfig  # noqa: E402
 
 NPZ = Path(__file__).resolve().parents[1] / "data" / "demo" / "breastmnist.npz"
@@ -111,13 +111,13 @@ def cached_inputs(workdir: Path, done: list[StudyScoring], champion: Champion) -
     ids, tensors = [], []
     pre = champion.models[0].preprocess
     for study in done:
-        intake = intake_dir(workdir, study.key)
-        catalog = pd.read_parquet(intake / "catalog.parquet")
+        intake = Workdir(workdir).intake(study.key)
+        catalog = pd.read_parquet(intake.catalog)
         catalog = catalog[catalog["dims"].astype(int) == champion.dims]
-        index = preprocess_catalog(intake, pre, scans=catalog.assign(label=0)).index  # all cached: no work
+        index = preprocess_catalog(intake.root, pre, scans=catalog.assign(label=0)).index  # all cached: no work
         for row in index.itertuples(index=False):
             ids.append(row.scan_id)
-            tensors.append(torch.from_numpy(np.load(intake / row.cache_path)))
+            tensors.append(torch.from_numpy(np.load(intake.root / row.cache_path)))
     return ids, tensors
 
 

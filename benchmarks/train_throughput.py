@@ -26,10 +26,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import IngestConfig  # noqa: E402
-from pipeline.ingest import ingest  # noqa: E402
+from pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from pipeline.ingest.labels import read_labels  # noqa: E402
 from pipeline.io.medmnist import import_medmnist  # noqa: E402
-from pipeline.labels import read_labels  # noqa: E402
 from pipeline.models import build_resnet50  # noqa: E402
 from pipeline.preprocess import AugmentConfig, PreprocessConfig  # noqa: E402
 from pipeline.train import TrainConfig, train  # noqa: E402
@@ -47,7 +46,7 @@ def step_flops(model: torch.nn.Module, batch: torch.Tensor, labels: torch.Tensor
 
 def bare_loop(size: int, batch: int, n_images: int, device: torch.device, amp: bool = False,
               channels_last: bool = False) -> float:
-    model = build_resnet50(2).to(device)
+    model = build_resnet50(2).network.to(device)
     memory = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -110,7 +109,7 @@ def main() -> int:
     rates = sorted(h["images_per_s"] for h in result.history[1:])  # epochs after the first: caches warm
     project = rates[len(rates) // 2]
     bare = (before + after) / 2  # the bare loop runs before and after, to even out a noisy machine
-    model = build_resnet50(2).to(device)
+    model = build_resnet50(2).network.to(device)
     flops = step_flops(model, torch.randn(batch, 1, size, size, device=device), torch.zeros(batch, dtype=torch.long, device=device))
     peak = matmul_peak(device)
     achieved = flops / batch * project / 1e9

@@ -1,6 +1,9 @@
 """De-identification at ingest (DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile).
 
-ScanLens does not edit DICOM files; it decides what leaves ingest. Nothing leaves except
+ScanLens does not edit DICOM files; it decides what leaves ingest, here and nowhere else:
+:func:`deidentify` turns a parsed header (:class:`pipeline.io.dicom.DicomHeader`) into a
+:class:`DicomInstance`, and :func:`nifti_pseudonyms` names a NIfTI scan's study and series.
+Nothing leaves except
 
 * keyed pseudonyms: ``HMAC-SHA256(secret, kind + ":" + value)`` of PatientID, Study/Series
   Instance UIDs, truncated to 16 hex digits and prefixed (``pat_``, ``stu_``, ``ser_``, ``scan_``);
@@ -22,10 +25,14 @@ import hmac
 import logging
 import os
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
+
+if TYPE_CHECKING:
+    from pipeline.io.dicom import DicomHeader, DicomImage
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,15 @@ class Pseudonymizer:
         return self._digest("fingerprint", "scanlens")
 
 
+def project_pseudonymizer(explicit: str | None, workdir: Path) -> tuple[bytes, Pseudonymizer]:
+    """The key of the project whose work folder is ``workdir`` (see :func:`load_secret`) and its
+    :class:`Pseudonymizer`: the one way a command or an asset gets both."""
+    from pipeline.layout import Workdir
+
+    key = load_secret(explicit, Workdir(workdir).secret_file)
+    return key, Pseudonymizer(key)
+
+
 def load_secret(explicit: str | None, secret_file: Path) -> bytes:
     """Return the pseudonymisation key: explicit config, then ``$SCANLENS_SECRET``, then a key file.
 
@@ -127,3 +143,46 @@ def allowed_metadata(ds: Dataset, keep_demographics: bool = False) -> dict[str, 
         else:
             out[name] = str(value).strip()
     return out
+
+
+@dataclass
+class DicomInstance:
+    """One DICOM file as it leaves de-identification: keyed pseudonyms, allow-listed attributes, image facts.
+
+    This is all series assembly and the catalogue get from a file: no PHI in here.
+    """
+
+    relpath: str
+    instance_key: str  # keyed hash of SOPInstanceUID: copies of one instance share it
+    patient_id: str | None
+    study_id: str
+    series_id: str
+    image: DicomImage
+    metadata: dict[str, str | float | None] = field(default_factory=dict)
+
+    @property
+    def modality(self) -> str:
+        return str(self.metadata.get("Modality") or "OT")
+
+
+def deidentify(header: DicomHeader, relpath: str, pseudonymizer: Pseudonymizer, keep_demographics: bool) -> DicomInstance:
+    """Pseudonymise a parsed header's identifiers and keep only its allow-listed attributes.
+
+    A file without StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID is keyed on its path
+    (relative to SRC) instead: it is its own study, series and instance.
+    """
+    ids = header.identifiers
+    return DicomInstance(
+        relpath=relpath,
+        instance_key=pseudonymizer.scan(f"instance|{ids.sop_instance_uid or relpath}"),
+        patient_id=pseudonymizer.patient(ids.patient_id) if ids.patient_id else None,
+        study_id=pseudonymizer.study(ids.study_uid or f"no-study:{relpath}"),
+        series_id=pseudonymizer.series(ids.series_uid or f"no-series:{relpath}"),
+        image=header.image,
+        metadata=allowed_metadata(header.dataset, keep_demographics),
+    )
+
+
+def nifti_pseudonyms(identity: str, pseudonymizer: Pseudonymizer) -> dict[str, str]:
+    """``study_id`` and ``series_id`` of a NIfTI scan: it has no UIDs, so both are keyed on its scan identity."""
+    return {"study_id": pseudonymizer.study(identity), "series_id": pseudonymizer.series(identity)}

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.ingest.labels import read_labels
 from pipeline.io.medmnist import import_medmnist
-from pipeline.labels import read_labels
 from pipeline.storage import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
 class ScanLensError(Exception):
@@ -25,7 +25,7 @@ class NotWeightsFileError(UserInputError):
     """A weights or checkpoint file is not a plain state dict (or tries to import code when unpickled)."""
 
 
-class QuarantineReason(str, Enum):
+class QuarantineReason(StrEnum):
     """Why a source file did not become (part of) a catalogued scan. Values are snake_case codes."""
 
     NOT_DICOM = "not_dicom"

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import UserInputError
+from pipeline.layout import ModelFiles
 from pipeline.models import build_classifier
 from pipeline.preprocess import PreprocessConfig
 from pipeline.train.checkpoint import load_checkpoint
@@ -46,23 +47,25 @@ def preprocess_config_from_card(card: dict[str, Any]) -> PreprocessConfig:
     """The :class:`PreprocessConfig` a model card records (lists back to tuples)."""
     saved = card["preprocessing"]["config"]
     known = {f.name for f in fields(PreprocessConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
     return PreprocessConfig(**values)
 
 
 def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
     """Rebuild the architecture from the card and load ``weights.pt`` (``weights_only=True``)."""
-    card_path, weights_path = model_dir / "model_card.json", model_dir / "weights.pt"
+    files = ModelFiles(model_dir)
+    card_path, weights_path = files.card, files.weights
     if not card_path.exists() or not weights_path.exists():
         raise UserInputError(f"{model_dir} is not a trained model folder (model_card.json and weights.pt expected)")
     card = json.loads(card_path.read_text())
     pre = preprocess_config_from_card(card)
     hyper = card["hyperparameters"]
     model = build_classifier(len(card["class_names"]), pre, None, hyper.get("inflation", "average"),
-                             int(hyper.get("depth_kernel", 3)))
+                             int(hyper.get("depth_kernel", 3))).network
     model.load_state_dict(load_checkpoint(weights_path))
     dev = resolve_device(device)
-    model = model.to(dev.device, memory_format=dev.memory_format(pre.dims)).eval()
+    # torch's Module.to overloads omit memory_format, which it accepts at runtime
+    model = model.to(dev.device, memory_format=dev.memory_format(pre.dims)).eval()  # type: ignore[call-overload]
     return LoadedModel(model, card, [int(c) for c in card["class_names"]], pre, dev)
 
 

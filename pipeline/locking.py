@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from pipeline.errors import WorkdirBusyError
+from pipeline.layout import Workdir
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "SCANLENS_LOCK_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
-LOCK_NAME = ".scanlens/lock"
 #: What a crashed writer can leave: atomic_write's temp files and the registry's staging folders.
 TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp(\..+)?$")
 STAGING_DIR = re.compile(r"^\..+\.partial$")
@@ -80,7 +80,7 @@ def set_lock_timeout(seconds: float | None) -> None:
 
 
 def lock_path(workdir: Path) -> Path:
-    return Path(workdir).resolve() / LOCK_NAME
+    return Workdir(Path(workdir).resolve()).lock_file
 
 
 def _holder(fd: int) -> dict[str, object]:
@@ -155,7 +155,10 @@ def writes_workdir(purpose: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @wraps(fn)
         def locked(*args: P.args, **kwargs: P.kwargs) -> R:
-            with workdir_lock(Path(args[0] if args else kwargs["workdir"]), purpose):  # type: ignore[arg-type]
+            workdir = args[0] if args else kwargs["workdir"]
+            if not isinstance(workdir, str | os.PathLike):
+                raise TypeError(f"{fn.__name__}: the work folder must be a path, not {type(workdir).__name__}")
+            with workdir_lock(Path(workdir), purpose):
                 return fn(*args, **kwargs)
         return locked
     return decorate

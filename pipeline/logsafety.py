@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any, TextIO
 
@@ -82,9 +83,19 @@ def _showwarning(message: Warning | str, category: type[Warning], filename: str,
     logging.getLogger(WARNINGS_LOGGER).warning("%s", text)
 
 
-def _factory(base: Any) -> Any:
-    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record: logging.LogRecord = base(*args, **kwargs)
+class _RedactingFactory:
+    """A log-record factory wrapping ``base`` that redacts third-party records as they are created.
+
+    The class attribute ``scanlens_redacting`` marks an installed factory, so :func:`install` wraps once.
+    """
+
+    scanlens_redacting = True
+
+    def __init__(self, base: Callable[..., logging.LogRecord]) -> None:
+        self.base = base
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.base(*args, **kwargs)
         if not isinstance(record.name, str) or record.name.startswith(OURS):  # makeLogRecord({}) has no name
             return record
         try:
@@ -96,8 +107,6 @@ def _factory(base: Any) -> Any:
         if _library_of_logger(record.name) in WITHHELD:
             record.exc_info, record.exc_text, record.stack_info = None, None, None
         return record
-    make.scanlens_redacting = True  # type: ignore[attr-defined]
-    return make
 
 
 def install() -> None:
@@ -109,5 +118,5 @@ def install() -> None:
     global _installed
     warnings.showwarning = _showwarning
     if not getattr(logging.getLogRecordFactory(), "scanlens_redacting", False):
-        logging.setLogRecordFactory(_factory(logging.getLogRecordFactory()))
+        logging.setLogRecordFactory(_RedactingFactory(logging.getLogRecordFactory()))
     _installed = True

@@ -20,11 +20,12 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pebble import ProcessExpired, ProcessFuture, ProcessPool
 from tqdm import tqdm
@@ -210,7 +211,7 @@ def isolated_map(
         for index, future, started in retry:
             try:
                 (value, seconds), = future.result()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 (a task that failed alone is recorded as that task's failure)
                 value, seconds = _failure_of(exc), time.perf_counter() - started
             settle(index, value, seconds)
             bar.update(1)

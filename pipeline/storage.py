@@ -1,4 +1,4 @@
-"""Work-folder layout, atomic writes and content hashing.
+"""Atomic writes, deterministic Parquet, advisory file locks and content hashing (paths: :mod:`pipeline.layout`).
 
 Every file ScanLens writes goes to a temporary file in the destination folder first and
 is then renamed over the target (``os.replace`` is atomic on POSIX), so a crash mid-run
@@ -12,53 +12,15 @@ import hashlib
 import io
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 HASH_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Workdir:
-    """Paths inside a ScanLens work folder ``W`` (see docs/architecture.md)."""
-
-    root: Path
-
-    @property
-    def catalog(self) -> Path:
-        return self.root / "catalog.parquet"
-
-    @property
-    def quarantine(self) -> Path:
-        return self.root / "quarantine.parquet"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "ingest_manifest.parquet"
-
-    @property
-    def volumes(self) -> Path:
-        return self.root / "volumes"
-
-    @property
-    def state(self) -> Path:
-        """Internal ingest state (no source paths, no PHI): assembled scans and run fingerprints."""
-        return self.root / ".scanlens"
-
-    @property
-    def secret_file(self) -> Path:
-        return self.state / "secret.key"
-
-    def ensure(self) -> None:
-        for folder in (self.root, self.volumes, self.state):
-            folder.mkdir(parents=True, exist_ok=True)
 
 
 def sha256_file(path: Path) -> str:
@@ -70,7 +32,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write(path: Path, writer: Callable[[Path], None], durable: bool = True) -> None:
+def atomic_write(path: Path, writer: Callable[[Path], object], durable: bool = True) -> None:
     """Call ``writer(tmp_path)`` on a temp file beside ``path``, then rename it over ``path``.
 
     With ``durable`` the temp file is fsync'ed before the rename, so the data also survives a power

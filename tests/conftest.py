@@ -36,9 +36,8 @@ def demo_npz_3d() -> Path:
 @pytest.fixture(scope="session")
 def tiny_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ingested work folder: 12 BreastMNIST images and 4 AdrenalMNIST3D volumes per split."""
-    from pipeline.config import IngestConfig
     from pipeline.demo import DemoArchive, prepare_demo_source
-    from pipeline.ingest import ingest
+    from pipeline.ingest import IngestConfig, ingest
 
     root = tmp_path_factory.mktemp("tiny")
     data = REPO / "data" / "demo"

@@ -7,7 +7,7 @@ replacement and keeps all their images. Percentile intervals; seeded.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -29,7 +29,7 @@ def calibration(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> Calibration:
     predicted = [float(p[b].mean()) for b in bins]
     observed = [float(y[b].mean()) for b in bins]
     counts = [len(b) for b in bins]
-    ece = float(sum(c * abs(o - e) for c, o, e in zip(counts, observed, predicted)) / len(p))
+    ece = float(sum(c * abs(o - e) for c, o, e in zip(counts, observed, predicted, strict=True)) / len(p))
     logit = np.log(p / (1 - p)).reshape(-1, 1)
     if len(np.unique(y)) < 2:
         slope = intercept = float("nan")

@@ -19,13 +19,15 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import UserInputError
-from pipeline.evaluate.folds import Folds, evaluation_dir, load_folds
+from pipeline.evaluate.classes import probability_column
+from pipeline.evaluate.folds import Folds, load_folds
 from pipeline.evaluate.splits import TEST
 from pipeline.inference import load_model, predict_probabilities
+from pipeline.layout import ModelFiles, Workdir
 from pipeline.locking import writes_workdir
-from pipeline.preprocess import AugmentConfig, PreprocessConfig, preprocess_catalog
+from pipeline.preprocess import PreprocessConfig, preprocess_catalog
+from pipeline.settings.augment import AugmentConfig
 from pipeline.storage import (
-    Workdir,
     sha256_file,
     write_bytes_if_changed,
     write_parquet_if_changed,
@@ -44,10 +46,6 @@ class FoldRun:
     n_test: int
     best_val_auroc: float | None
     predicted: bool  # False when up-to-date predictions were reused
-
-
-def fold_dir(workdir: Path, fold: int) -> Path:
-    return evaluation_dir(workdir) / f"fold_{fold}"
 
 
 def settings_hash(cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig) -> str:
@@ -73,13 +71,13 @@ def train_fold(workdir: Path, fold: int, cfg: TrainConfig, pre: PreprocessConfig
         raise UserInputError(f"fold {fold}'s training stopped before it finished: run it again to resume")
     model_id = result.card["model_id"]
     record = {"fold": fold, "model_id": model_id, "folds_hash": folds.folds_hash,
-              "settings_hash": settings_hash(cfg, pre, aug), "weights_sha256": sha256_file(result.model_dir / "weights.pt"),
+              "settings_hash": settings_hash(cfg, pre, aug), "weights_sha256": sha256_file(ModelFiles(result.model_dir).weights),
               "classes": result.card["class_names"], "best_val_auroc": result.card["validation"]["best_auroc"],
               "n_train": len(training), "n_train_patients": int(training["patient_id"].nunique())}
-    target = fold_dir(workdir, fold)
+    target = Workdir(workdir).fold(fold)
     scored = scans[(scans["fold"] == fold) | (scans["fold"] == TEST)]
-    previous = target / "fold.json"
-    if previous.exists() and (target / "predictions.parquet").exists() and json.loads(previous.read_text()) == record:
+    previous = target.record
+    if previous.exists() and target.predictions.exists() and json.loads(previous.read_text()) == record:
         log.info("fold %d: model %s and its predictions are up to date", fold, model_id)
         return FoldRun(fold, model_id, result.model_dir, int((scored["fold"] == fold).sum()),
                        int((scored["fold"] == TEST).sum()), record["best_val_auroc"], predicted=False)
@@ -91,8 +89,8 @@ def train_fold(workdir: Path, fold: int, cfg: TrainConfig, pre: PreprocessConfig
                           "label": index["label"].astype("int64"), "fold": index["fold"].astype("int64"),
                           "role": ["test" if f == TEST else "oof" for f in index["fold"]]})
     for j, name in enumerate(loaded.classes):
-        table[f"prob_{name}"] = probabilities[:, j]
-    write_parquet_if_changed(target / "predictions.parquet", table.sort_values("scan_id").reset_index(drop=True))
+        table[probability_column(name)] = probabilities[:, j]
+    write_parquet_if_changed(target.predictions, table.sort_values("scan_id").reset_index(drop=True))
     write_bytes_if_changed(previous, json.dumps(record, indent=2).encode())
     n_oof = int((table["role"] == "oof").sum())
     log.info("fold %d: model %s scored %d out-of-fold and %d test scans", fold, model_id, n_oof, len(table) - n_oof)

@@ -20,11 +20,11 @@ import pandas as pd
 
 from pipeline.errors import UserInputError
 from pipeline.evaluate import plots
-from pipeline.evaluate.crossval import fold_dir, train_fold
+from pipeline.evaluate.classes import binary_target, positive_class, probability_column
+from pipeline.evaluate.crossval import train_fold
 from pipeline.evaluate.folds import (
     CVSettings,
     Folds,
-    evaluation_dir,
     fold_counts,
     load_folds,
     make_folds,
@@ -33,26 +33,15 @@ from pipeline.evaluate.operating_point import choose_threshold
 from pipeline.evaluate.subgroups import subgroup_table, with_subgroup_columns
 from pipeline.evaluate.summary import binary_block, multiclass_block
 from pipeline.evaluate.weighted import bootstrap_weights, roc_band
+from pipeline.layout import Workdir
 from pipeline.locking import writes_workdir
 from pipeline.preprocess import AugmentConfig, PreprocessConfig
-from pipeline.storage import Workdir, write_bytes_if_changed, write_parquet_if_changed
+from pipeline.settings.evaluate import EvaluationSettings
+from pipeline.storage import write_bytes_if_changed, write_parquet_if_changed
 from pipeline.train import TrainConfig
 
 log = logging.getLogger(__name__)
 PLOTS = ("roc", "pr", "calibration", "confusion_matrix", "forest")
-
-
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """``n_resamples`` patient-level bootstrap resamples (at least 2,000 for reported CIs), CI ``level``,
-    the operating-point rule (``target_sensitivity`` None = Youden's J), subgroup catalogue columns."""
-
-    n_resamples: int = 2000
-    level: float = 0.95
-    seed: int = 0
-    target_sensitivity: float | None = None
-    subgroups: tuple[str, ...] = ()
-    min_subgroup_patients: int = 5
 
 
 @dataclass
@@ -65,15 +54,15 @@ class Evaluation:
 def _collect(workdir: Path, folds: Folds) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     frames, records = [], []
     for k in range(folds.settings.n_folds):
-        target = fold_dir(workdir, k)
-        if not (target / "fold.json").exists():
+        target = Workdir(workdir).fold(k)
+        if not target.record.exists():
             raise UserInputError(f"fold {k} has no model yet: materialise fold_models partition fold_{k} "
                                  "(or run `scanlens evaluate`)")
-        record = json.loads((target / "fold.json").read_text())
+        record = json.loads(target.record.read_text())
         if record["folds_hash"] != folds.folds_hash:
             raise UserInputError(f"fold {k}'s model was trained on an older fold assignment: re-run fold_{k}")
         records.append(record)
-        frames.append(pd.read_parquet(target / "predictions.parquet"))
+        frames.append(pd.read_parquet(target.predictions))
     if len({r["settings_hash"] for r in records}) > 1:
         raise UserInputError("the fold models were trained with different settings: re-run every fold with one config")
     if len({tuple(r["classes"]) for r in records}) > 1:
@@ -82,8 +71,8 @@ def _collect(workdir: Path, folds: Folds) -> tuple[pd.DataFrame, list[dict[str, 
 
 
 def _binary(frame: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """0/1 labels (1 = the positive class, ``classes[-1]``) and the positive-class probabilities."""
-    return (frame["label"].to_numpy() == int(classes[-1])).astype(int), frame[f"prob_{classes[-1]}"].to_numpy()
+    """0/1 labels (1 = the positive class) and the positive-class probabilities."""
+    return binary_target(frame, classes)
 
 
 def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings()) -> Evaluation:
@@ -91,24 +80,24 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
     folds = load_folds(workdir)
     predictions, records = _collect(workdir, folds)
     classes = [str(c) for c in records[0]["classes"]]
-    prob_columns = [f"prob_{c}" for c in classes]
+    prob_columns = [probability_column(c) for c in classes]
     oof = predictions[predictions["role"] == "oof"].sort_values("scan_id").reset_index(drop=True)
     test = (predictions[predictions["role"] == "test"].groupby(["scan_id", "patient_id", "label"], as_index=False)
             .agg(**{c: (c, "mean") for c in prob_columns}, n_models=("fold", "size")))
-    folder = evaluation_dir(workdir)
-    write_parquet_if_changed(folder / "oof_predictions.parquet", oof[["scan_id", "patient_id", "fold", "label", *prob_columns]])
+    wd = Workdir(workdir)
+    write_parquet_if_changed(wd.oof_predictions, oof[["scan_id", "patient_id", "fold", "label", *prob_columns]])
     if len(test):
-        write_parquet_if_changed(folder / "test_predictions.parquet", test)
+        write_parquet_if_changed(wd.test_predictions, test)
     binary = len(classes) == 2
     args = (settings.n_resamples, settings.seed, settings.level)
     rule = ("youden" if settings.target_sensitivity is None else f"sensitivity >= {settings.target_sensitivity}")
     metrics: dict[str, Any] = {
-        "task": "binary" if binary else "multiclass", "classes": classes, "positive_class": classes[-1] if binary else None,
+        "task": "binary" if binary else "multiclass", "classes": classes, "positive_class": positive_class(classes) if binary else None,
         "settings": {"n_folds": folds.settings.n_folds, "fold_seed": folds.settings.seed, "dims": folds.settings.dims,
                      "test_set": folds.test_source, "folds_hash": folds.folds_hash, "n_resamples": settings.n_resamples,
                      "ci_level": settings.level,
                      "bootstrap": "patient-level (cluster) percentile bootstrap", "bootstrap_seed": settings.seed},
-        "counts": fold_counts(folds.frame), "fold_warnings": folds.problems,
+        "counts": fold_counts(folds.frame), "fold_warnings": [str(p) for p in folds.problems],
         "models": [{"fold": r["fold"], "model_id": r["model_id"], "best_val_auroc": r["best_val_auroc"]} for r in records],
     }
     if binary:
@@ -119,11 +108,15 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
             "statement": "pre-specified on the pooled out-of-fold predictions before the test set was scored, "
                          "and applied unchanged to the test set"}
         metrics["oof"] = binary_block(y_oof, p_oof, oof["patient_id"].to_numpy(), threshold, *args)
-        metrics["test"] = None if test.empty else binary_block(
-            *_binary(test, classes), test["patient_id"].to_numpy(), threshold, *args)
+        if test.empty:
+            metrics["test"] = None
+        else:
+            y_test, p_test = _binary(test, classes)
+            metrics["test"] = binary_block(y_test, p_test, test["patient_id"].to_numpy(), threshold, *args)
         metrics["folds"] = []
         for k, part in oof.groupby("fold"):
-            block = binary_block(*_binary(part, classes), part["patient_id"].to_numpy(), threshold, *args,
+            y_fold, p_fold = _binary(part, classes)
+            block = binary_block(y_fold, p_fold, part["patient_id"].to_numpy(), threshold, *args,
                                  with_calibration=False)
             metrics["folds"].append({"fold": int(k), **block})
     else:
@@ -138,11 +131,11 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
                                                                  ints, part["patient_id"].to_numpy(), *args)}
                             for k, part in oof.groupby("fold")]
     metrics["subgroups"] = _subgroups(workdir, oof, test, classes, metrics, settings) if settings.subgroups else {}
-    written = _plots(folder, oof, test, classes, metrics, settings)
-    write_bytes_if_changed(folder / "metrics.json", json.dumps(metrics, indent=2, default=_jsonable).encode())
+    written = _plots(wd, oof, test, classes, metrics, settings)
+    write_bytes_if_changed(wd.metrics, json.dumps(metrics, indent=2, default=_jsonable).encode())
     log.info("evaluation: pooled out-of-fold AUROC %.4f %s; test %s", metrics["oof"]["auroc"], metrics["oof"]["auroc_ci"],
              "none" if metrics["test"] is None else f"{metrics['test']['auroc']:.4f} {metrics['test']['auroc_ci']}")
-    return Evaluation(metrics, folder, written)
+    return Evaluation(metrics, wd.evaluation, written)
 
 
 def _jsonable(value: Any) -> Any:
@@ -169,7 +162,7 @@ def _subgroups(workdir: Path, oof: pd.DataFrame, test: pd.DataFrame, classes: li
     return out
 
 
-def _plots(folder: Path, oof: pd.DataFrame, test: pd.DataFrame, classes: list[str], metrics: dict[str, Any],
+def _plots(wd: Workdir, oof: pd.DataFrame, test: pd.DataFrame, classes: list[str], metrics: dict[str, Any],
            settings: EvaluationSettings) -> dict[str, Path]:
     images: dict[str, bytes] = {}
     sets = [("out-of-fold", oof)] + ([("test (fold ensemble)", test)] if len(test) else [])
@@ -179,7 +172,7 @@ def _plots(folder: Path, oof: pd.DataFrame, test: pd.DataFrame, classes: list[st
         forest.append({"label": "test", "value": metrics["test"]["auroc"], "ci": metrics["test"]["auroc_ci"], "pooled": True})
     images["forest"] = plots.forest_plot(forest, "AUROC" if len(classes) == 2 else "macro AUROC")
     if len(classes) == 2:
-        positive = int(classes[-1])
+        positive = int(positive_class(classes))
         curves = []
         grid = np.linspace(0, 1, 101)
         for label, frame in sets:
@@ -207,8 +200,8 @@ def _plots(folder: Path, oof: pd.DataFrame, test: pd.DataFrame, classes: list[st
         images["confusion_matrix"] = plots.confusion_plot(panels, classes, "decision: most probable class")
     paths = {}
     for name, data in images.items():
-        write_bytes_if_changed(folder / f"{name}.png", data)
-        paths[name] = folder / f"{name}.png"
+        write_bytes_if_changed(wd.plot(name), data)
+        paths[name] = wd.plot(name)
     return paths
 
 
@@ -217,8 +210,8 @@ def cross_validate(workdir: Path, cv: CVSettings, cfg: TrainConfig, pre: Preproc
                    settings: EvaluationSettings = EvaluationSettings(), progress: bool = False) -> Evaluation:
     """The whole evaluation: persist folds, train (or resume) every fold model, pool the statistics."""
     folds = make_folds(workdir, cv)
-    if any(p.startswith("error") for p in folds.problems):
-        raise UserInputError("fold assignment failed its checks: " + "; ".join(folds.problems))
+    if any(p.severity == "error" for p in folds.problems):
+        raise UserInputError("fold assignment failed its checks: " + "; ".join(str(p) for p in folds.problems))
     for k in range(cv.n_folds):
         train_fold(workdir, k, cfg, pre, aug, folds=folds, progress=progress)
     return evaluate_cv(workdir, settings)

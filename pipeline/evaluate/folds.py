@@ -18,32 +18,15 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import UserInputError
-from pipeline.evaluate.splits import TEST, assign_folds, check_folds
+from pipeline.evaluate.splits import TEST, FoldProblem, assign_folds, check_folds
+from pipeline.layout import Workdir
 from pipeline.preprocess import PreprocessConfig
 from pipeline.preprocess.cache import select_scans
-from pipeline.storage import Workdir, write_bytes_if_changed, write_parquet_if_changed
+from pipeline.settings.evaluate import CVSettings
+from pipeline.storage import write_bytes_if_changed, write_parquet_if_changed
 
 log = logging.getLogger(__name__)
 FOLD_COLUMNS = ["scan_id", "patient_id", "label", "split", "fold"]
-
-
-@dataclass(frozen=True)
-class CVSettings:
-    """K folds (``n_folds``), a held-out test set (the catalogue's ``test`` split, else a patient-grouped
-    ``test_fraction``), for models of ``dims`` (which decides which scans take part), seeded."""
-
-    n_folds: int = 5
-    test_fraction: float = 0.2
-    seed: int = 0
-    dims: int = 2
-
-    def __post_init__(self) -> None:
-        if self.n_folds < 2:
-            raise UserInputError("cross-validation needs at least 2 folds")
-        if not 0 < self.test_fraction < 1:
-            raise UserInputError("test fraction must be between 0 and 1")
-        if self.dims not in (2, 3):
-            raise UserInputError("dims must be 2 or 3")
 
 
 @dataclass(frozen=True)
@@ -52,7 +35,7 @@ class Folds:
     settings: CVSettings
     folds_hash: str
     test_source: str
-    problems: list[str]
+    problems: list[FoldProblem]
     written: bool = False
 
     def rows(self, fold: int) -> pd.DataFrame:
@@ -61,10 +44,6 @@ class Folds:
     @property
     def test(self) -> pd.DataFrame:
         return self.rows(TEST)
-
-
-def evaluation_dir(workdir: Path) -> Path:
-    return workdir / "evaluation"
 
 
 def _hash(frame: pd.DataFrame) -> str:
@@ -91,12 +70,11 @@ def make_folds(workdir: Path, settings: CVSettings) -> Folds:
                    else f"patient-grouped random {settings.test_fraction:.0%} (seed {settings.seed})")
     folds_hash = _hash(frame)
     problems = check_folds(frame)
-    folder = evaluation_dir(wd.root)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = write_parquet_if_changed(folder / "folds.parquet", frame)
-    meta = {"settings": asdict(settings), "test_source": test_source, "folds_hash": folds_hash, "problems": problems,
+    wd.evaluation.mkdir(parents=True, exist_ok=True)
+    written = write_parquet_if_changed(wd.folds_table, frame)
+    meta = {"settings": asdict(settings), "test_source": test_source, "folds_hash": folds_hash, "problems": [str(p) for p in problems],
             "counts": fold_counts(frame)}
-    written |= write_bytes_if_changed(folder / "folds.json", json.dumps(meta, indent=2).encode())
+    written |= write_bytes_if_changed(wd.folds_meta, json.dumps(meta, indent=2).encode())
     for problem in problems:
         log.warning("folds: %s", problem)
     return Folds(frame, settings, folds_hash, test_source, problems, written)
@@ -104,12 +82,13 @@ def make_folds(workdir: Path, settings: CVSettings) -> Folds:
 
 def load_folds(workdir: Path) -> Folds:
     """The persisted fold assignment, or a clear error when there is none."""
-    folder = evaluation_dir(workdir)
-    if not (folder / "folds.parquet").exists() or not (folder / "folds.json").exists():
-        raise UserInputError(f"no fold assignment in {folder}: materialise cv_folds or run `scanlens evaluate`")
-    meta = json.loads((folder / "folds.json").read_text())
-    frame = pd.read_parquet(folder / "folds.parquet")
-    return Folds(frame, CVSettings(**meta["settings"]), meta["folds_hash"], meta["test_source"], meta["problems"])
+    wd = Workdir(workdir)
+    if not wd.folds_table.exists() or not wd.folds_meta.exists():
+        raise UserInputError(f"no fold assignment in {wd.evaluation}: materialise cv_folds or run `scanlens evaluate`")
+    meta = json.loads(wd.folds_meta.read_text())
+    frame = pd.read_parquet(wd.folds_table)
+    return Folds(frame, CVSettings(**meta["settings"]), meta["folds_hash"], meta["test_source"],
+                 [FoldProblem.parse(p) for p in meta["problems"]])
 
 
 def fold_counts(frame: pd.DataFrame) -> dict[str, Any]:

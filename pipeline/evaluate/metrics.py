@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import (
-    accuracy_score, average_precision_score, balanced_accuracy_score, brier_score_loss, confusion_matrix, f1_score,
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
     roc_auc_score,
 )
 

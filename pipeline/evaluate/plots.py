@@ -63,7 +63,7 @@ def calibration_plot(blocks: list[tuple[str, dict[str, Any]]]) -> bytes:
 def confusion_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], classes: list[str], subtitle: str) -> bytes:
     """One confusion matrix per panel: (title, true labels, called labels), counts in each cell."""
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8), dpi=100, squeeze=False)
-    for axis, (title, truth, called) in zip(axes[0], panels):
+    for axis, (title, truth, called) in zip(axes[0], panels, strict=True):
         matrix = confusion_matrix(truth, called, labels=[int(c) for c in classes])
         axis.imshow(matrix, cmap="Blues")
         for (i, j), count in np.ndenumerate(matrix):

@@ -6,6 +6,8 @@ Every image of a patient lands in the same partition, so no patient is ever on b
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -46,17 +48,40 @@ def assign_folds(scans: pd.DataFrame, n_folds: int = 5, test_fraction: float = 0
     return frame
 
 
-def check_folds(folds: pd.DataFrame) -> list[str]:
+@dataclass(frozen=True)
+class FoldProblem:
+    """One finding of :func:`check_folds`. An ``error`` (a patient in two partitions) invalidates the
+    folds; a ``warning`` (a validation fold without some class) can be unavoidable with few patients.
+    ``str()`` gives ``"<severity>: <message>"``, the form stored in ``folds.json`` and ``metrics.json``."""
+
+    severity: Literal["error", "warning"]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.message}"
+
+    @classmethod
+    def parse(cls, text: str) -> FoldProblem:
+        """The inverse of ``str()``."""
+        severity, _, message = text.partition(": ")
+        if severity == "error":
+            return cls("error", message)
+        if severity == "warning":
+            return cls("warning", message)
+        raise ValueError(f"not a fold problem: {text!r}")
+
+
+def check_folds(folds: pd.DataFrame) -> list[FoldProblem]:
     """Problems with a fold assignment: patients in two partitions (an error), or validation folds
     missing a class (a warning: it can be unavoidable with few patients). Empty when all is well."""
     problems = []
     spread = folds.groupby("patient_id")["fold"].nunique()
     leaking = spread[spread > 1]
     if len(leaking):
-        problems.append(f"error: {len(leaking)} patient(s) appear in more than one partition")
+        problems.append(FoldProblem("error", f"{len(leaking)} patient(s) appear in more than one partition"))
     classes = set(folds.loc[folds["fold"] != TEST, "label"])
     for fold, part in folds[folds["fold"] != TEST].groupby("fold"):
         missing = classes - set(part["label"])
         if missing:
-            problems.append(f"warning: validation fold {fold} has no scan of class(es) {sorted(missing)}")
+            problems.append(FoldProblem("warning", f"validation fold {fold} has no scan of class(es) {sorted(missing)}"))
     return problems

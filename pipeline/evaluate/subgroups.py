@@ -57,7 +57,7 @@ def subgroup_table(frame: pd.DataFrame, columns: list[str], threshold: float, mi
             part = frame[(values == value).to_numpy()]
             y, groups = part["label"].to_numpy().astype(int), part["patient_id"].to_numpy()
             per_class = {c: len(np.unique(groups[y == c])) for c in (0, 1)}
-            row: dict[str, Any] = {"value": str(value), "n_scans": len(part), "n_patients": int(len(np.unique(groups))),
+            row: dict[str, Any] = {"value": str(value), "n_scans": len(part), "n_patients": len(np.unique(groups)),
                                    "n_positive": int(y.sum()), "n_negative": int(len(y) - y.sum())}
             if min(per_class.values()) < min_patients:
                 row.update(flag="too_small", reason=f"{per_class[1]} positive / {per_class[0]} negative patients; "

@@ -16,7 +16,14 @@ from sklearn.metrics import roc_auc_score
 from pipeline.evaluate.calibration import calibration
 from pipeline.evaluate.delong import delong_ci
 from pipeline.evaluate.metrics import point_metrics
-from pipeline.evaluate.weighted import METRICS, bootstrap_weights, percentile_ci, weighted_auprc, weighted_auroc, weighted_metrics
+from pipeline.evaluate.weighted import (
+    METRICS,
+    bootstrap_weights,
+    percentile_ci,
+    weighted_auprc,
+    weighted_auroc,
+    weighted_metrics,
+)
 
 
 def _clean(value: float) -> float | None:
@@ -29,7 +36,7 @@ def _ci(values: np.ndarray, level: float) -> list[float] | None:
 
 
 def _patients_per_class(y: np.ndarray, groups: np.ndarray) -> dict[int, int]:
-    return {int(c): int(len(np.unique(groups[y == c]))) for c in np.unique(y)}
+    return {int(c): len(np.unique(groups[y == c])) for c in np.unique(y)}
 
 
 def binary_block(y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: float, n_resamples: int = 2000,
@@ -38,7 +45,7 @@ def binary_block(y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: fl
     slope/intercept and the reliability-diagram bins. ``p`` is the positive-class probability."""
     y, p, groups = np.asarray(y).astype(int), np.asarray(p, dtype=float), np.asarray(groups)
     point = point_metrics(y, p, threshold)
-    block: dict[str, Any] = {"n_scans": int(len(y)), "n_patients": int(len(np.unique(groups))),
+    block: dict[str, Any] = {"n_scans": len(y), "n_patients": len(np.unique(groups)),
                              "n_positive": int(y.sum()), "n_negative": int((1 - y).sum()),
                              "patients_per_class": {str(k): v for k, v in _patients_per_class(y, groups).items()},
                              "threshold": float(threshold)}
@@ -90,7 +97,7 @@ def multiclass_block(y: np.ndarray, probs: np.ndarray, classes: list[int], group
     accuracy_draws = np.concatenate([_div_rows(w @ (called == y).astype(float), w.sum(axis=1)) for w in weights])
     recalls = [float((called[y == c] == c).mean()) for c in classes if (y == c).any()]
     return {
-        "n_scans": int(len(y)), "n_patients": int(len(np.unique(groups))),
+        "n_scans": len(y), "n_patients": len(np.unique(groups)),
         "auroc": macro, "auroc_ci": _ci(np.nanmean(np.vstack(macro_draws), axis=0), level),
         "macro_auroc": macro,
         "accuracy": float((called == y).mean()), "accuracy_ci": _ci(accuracy_draws, level),

@@ -122,6 +122,6 @@ def roc_band(y: np.ndarray, p: np.ndarray, w: np.ndarray, fpr_grid: np.ndarray, 
     tp, fp, totals = weighted_auc_curves(y, p, w)
     tpr = np.hstack([np.zeros((len(w), 1)), _div(tp, totals[:, :1])])
     fpr = np.hstack([np.zeros((len(w), 1)), _div(fp, totals[:, 1:2])])
-    curves = np.array([np.interp(fpr_grid, f, t) for f, t in zip(fpr, tpr) if np.isfinite(f).all() and np.isfinite(t).all()])
+    curves = np.array([np.interp(fpr_grid, f, t) for f, t in zip(fpr, tpr, strict=True) if np.isfinite(f).all() and np.isfinite(t).all()])
     tail = (1 - level) / 2 * 100
     return np.percentile(curves, tail, axis=0), np.percentile(curves, 100 - tail, axis=0)

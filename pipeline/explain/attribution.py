@@ -13,8 +13,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,39 +23,11 @@ from monai.transforms import GaussianSmooth
 from torch import nn
 
 from pipeline.errors import UserInputError
+from pipeline.settings.explain import AttributionConfig
 
 log = logging.getLogger(__name__)
-METHODS = ("integrated_gradients", "saliency", "gradcam", "occlusion")
 #: How each method's signed map becomes importance: magnitude, or positive evidence only.
 SIGNED_TO_IMPORTANCE = {"integrated_gradients": "abs", "saliency": "abs", "gradcam": "positive", "occlusion": "positive"}
-
-
-@dataclass(frozen=True)
-class AttributionConfig:
-    """Settings of the attribution methods. Sizes are in model-input voxels.
-
-    ``memory_budget_mb``: memory that integrated gradients may use for its interpolation batches
-    (None = half of what is free now, on the model's device). ``blur_sigma``: the blurred baseline's
-    Gaussian sigma in voxels.
-    """
-
-    methods: tuple[str, ...] = METHODS
-    ig_steps: int = 32
-    ig_baseline: str = "zeros"
-    blur_sigma: float = 4.0
-    memory_budget_mb: float | None = None
-    occlusion_window: int = 8
-    occlusion_stride: int = 4
-    perturbations_per_eval: int = 16
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
-            raise UserInputError(f"unknown attribution method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-        if self.ig_baseline not in ("zeros", "blur"):
-            raise UserInputError("the integrated-gradients baseline must be 'zeros' or 'blur'")
-        if self.ig_steps < 2 or self.occlusion_window < 1 or self.occlusion_stride < 1 or self.perturbations_per_eval < 1:
-            raise UserInputError("ig_steps must be >= 2; occlusion window, stride and perturbations_per_eval >= 1")
 
 
 @dataclass

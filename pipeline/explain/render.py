@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -90,7 +90,7 @@ def render_panels(panels: list[Panel], display_range: tuple[float, float], title
     """PNG bytes: the panels side by side, grey-scale windowed, importance overlaid (its 99th
     percentile = full colour; below 20% of that transparent), letters at the edges."""
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), dpi=100, squeeze=False)
-    for axis, panel in zip(axes[0], panels):
+    for axis, panel in zip(axes[0], panels, strict=True):
         axis.imshow(panel.image, cmap="gray", vmin=display_range[0], vmax=display_range[1], interpolation="nearest")
         if panel.overlay is not None:
             scale = float(np.percentile(panel.overlay, 99)) or float(panel.overlay.max()) or 1.0
@@ -118,7 +118,7 @@ class ScanOverlay:
 
     @classmethod
     def load(cls, volume_path: Path, params: dict[str, Any]) -> ScanOverlay:
-        volume = np.asarray(nib.load(str(volume_path)).dataobj, dtype=np.float32)
+        volume = np.asarray(cast("nib.Nifti1Image", nib.load(str(volume_path))).dataobj, dtype=np.float32)
         return cls(volume_path, params, volume, window(volume, tuple(params["window"]) if params.get("window") else None))
 
     def render(self, importance: np.ndarray, title: str) -> tuple[bytes, np.ndarray, np.ndarray]:

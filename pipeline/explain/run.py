@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,8 @@ import pandas as pd
 import torch
 
 from pipeline.errors import UserInputError
-from pipeline.evaluate.crossval import fold_dir
-from pipeline.evaluate.folds import evaluation_dir
+from pipeline.evaluate.classes import binary_target
 from pipeline.explain.attribution import (
-    AttributionConfig,
     attribute,
     importance,
     method_explainer,
@@ -37,32 +35,13 @@ from pipeline.explain.render import ScanOverlay
 from pipeline.explain.sanity import deletion_curve, randomisation_check
 from pipeline.explain.spatial import write_map_nifti
 from pipeline.inference import LoadedModel, load_model
+from pipeline.layout import Workdir
 from pipeline.locking import writes_workdir
 from pipeline.preprocess import preprocess_catalog
-from pipeline.storage import Workdir, write_bytes_if_changed, write_parquet_if_changed
+from pipeline.settings.explain import ExplainSettings
+from pipeline.storage import write_bytes_if_changed, write_parquet_if_changed
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ExplainSettings:
-    """``source``: ``auto`` (test set when there is one), ``test`` or ``oof``; ``per_kind`` cases of
-    each of TP/TN/FP/FN; sanity: randomisation ``threshold`` on the final Spearman correlation."""
-
-    source: str = "auto"
-    per_kind: int = 2
-    attribution: AttributionConfig = field(default_factory=AttributionConfig)
-    sanity_threshold: float = 0.5
-    sanity_cases: int = 4
-    deletion_steps: int = 20
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.source not in ("auto", "test", "oof"):
-            raise UserInputError("source must be auto, test or oof")
-        if self.per_kind < 1 or self.sanity_cases < 1:
-            raise UserInputError("per_kind and sanity_cases must be at least 1")
 
 
 @dataclass
@@ -73,27 +52,22 @@ class ExplainResult:
     computed: bool
 
 
-def saliency_dir(workdir: Path) -> Path:
-    return workdir / "saliency"
-
-
 def _models(workdir: Path, n_folds: int, device: str) -> dict[int, LoadedModel]:
-    models = {}
+    models, wd = {}, Workdir(workdir)
     for k in range(n_folds):
-        record = json.loads((fold_dir(workdir, k) / "fold.json").read_text())
-        models[k] = load_model(workdir / "models" / record["model_id"], device)
+        record = json.loads(wd.fold(k).record.read_text())
+        models[k] = load_model(wd.model(record["model_id"]).root, device)
     return models
 
 
 def _cases(workdir: Path, settings: ExplainSettings, metrics: dict[str, Any]) -> tuple[pd.DataFrame, str]:
-    folder = evaluation_dir(workdir)
-    use_test = settings.source == "test" or (settings.source == "auto" and (folder / "test_predictions.parquet").exists())
-    if use_test and not (folder / "test_predictions.parquet").exists():
+    wd = Workdir(workdir)
+    use_test = settings.source == "test" or (settings.source == "auto" and wd.test_predictions.exists())
+    if use_test and not wd.test_predictions.exists():
         raise UserInputError("no held-out test predictions: use source oof")
-    name = "test_predictions.parquet" if use_test else "oof_predictions.parquet"
-    frame = pd.read_parquet(folder / name)
-    positive = metrics["classes"][-1]
-    frame = frame.assign(p=frame[f"prob_{positive}"], label=(frame["label"] == int(positive)).astype(int))
+    frame = pd.read_parquet(wd.test_predictions if use_test else wd.oof_predictions)
+    y, p = binary_target(frame, metrics["classes"])
+    frame = frame.assign(p=p, label=y)
     if not use_test:
         frame = frame.rename(columns={"fold": "model_fold"})
     cases = select_cases(frame, metrics["operating_point"]["threshold"], settings.per_kind)
@@ -103,7 +77,8 @@ def _cases(workdir: Path, settings: ExplainSettings, metrics: dict[str, Any]) ->
 @writes_workdir("explain")
 def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> ExplainResult:
     """Attribute, map back, render and sanity-check; see the module docstring for the files."""
-    metrics_path = evaluation_dir(workdir) / "metrics.json"
+    wd = Workdir(workdir)
+    metrics_path = wd.metrics
     if not metrics_path.exists():
         raise UserInputError(f"no evaluation in {workdir}: run `scanlens evaluate` (or cv_evaluation) first")
     metrics = json.loads(metrics_path.read_text())
@@ -116,19 +91,21 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
     key = hashlib.sha256(json.dumps([asdict(settings), cases[["scan_id", "kind"]].values.tolist(),
                                      sorted(m.model_id for m in models.values()), metrics["operating_point"]],
                                     default=str).encode()).hexdigest()
-    folder = saliency_dir(workdir)
-    done = folder / "sanity.json"
-    if done.exists() and json.loads(done.read_text()).get("inputs_hash") == key and (folder / "cases.parquet").exists():
+    folder = wd.saliency
+    done = wd.sanity
+    if done.exists() and json.loads(done.read_text()).get("inputs_hash") == key and wd.saliency_cases.exists():
         log.info("saliency maps and sanity checks are up to date")
-        return ExplainResult(folder, pd.read_parquet(folder / "cases.parquet"), json.loads(done.read_text()), False)
+        return ExplainResult(folder, pd.read_parquet(wd.saliency_cases), json.loads(done.read_text()), False)
 
     reference = next(iter(models.values()))
     pre = reference.preprocess
-    catalog = pd.read_parquet(Workdir(workdir).catalog).set_index("scan_id")
+    catalog = pd.read_parquet(wd.catalog).set_index("scan_id")
     rows = catalog.loc[cases["scan_id"]].reset_index()
     index = preprocess_catalog(workdir, pre, scans=rows).index.set_index("scan_id")
     cfg = settings.attribution
-    records, inputs, deltas, timings = [], [], {m: [] for m in cfg.methods}, {m: 0.0 for m in cfg.methods}
+    records, inputs = [], []
+    deltas: dict[str, list[float]] = {m: [] for m in cfg.methods}
+    timings = {m: 0.0 for m in cfg.methods}
     for number, case in enumerate(cases.itertuples(index=False)):
         members = list(models.values()) if source == "test" else [models[int(case.model_fold)]]
         x = torch.from_numpy(np.load(workdir / index.loc[case.scan_id, "cache_path"]))[None]
@@ -137,7 +114,7 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
         inputs.append((x, target, members[0]))
         scan = catalog.loc[case.scan_id]
         overlay = ScanOverlay.load(workdir / scan["volume_path"], pre.effective(scan["modality"], int(scan["dims"])))
-        case_dir = folder / f"{case.kind}_{number}_{case.scan_id}"
+        case_dir = wd.saliency_case(case.kind, number, case.scan_id)
         files = {}
         for method in cfg.methods:
             started = time.perf_counter()
@@ -147,17 +124,17 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
             deltas[method] += [a.relative_delta for a in maps if a.relative_delta is not None]
             title = f"{case.kind}: p={case.p:.3f} (threshold {metrics['operating_point']['threshold']:.3f}), {method}"
             png, on_scan, affine = overlay.render(importance(signed, method), title)
-            write_bytes_if_changed(case_dir / f"{method}.png", png)
-            files[method] = str((case_dir / f"{method}.png").relative_to(workdir))
+            write_bytes_if_changed(case_dir.overlay(method), png)
+            files[method] = str(case_dir.overlay(method).relative_to(workdir))
             if 1 not in overlay.volume.shape:
-                write_map_nifti(case_dir / f"{method}.nii", on_scan, affine)
+                write_map_nifti(case_dir.volume_map(method), on_scan, affine)
         records.append({"scan_id": case.scan_id, "patient_id": case.patient_id, "kind": case.kind, "label": int(case.label),
                         "p": float(case.p), "predicted_class": metrics["classes"][predicted], "source": source,
                         "models": ",".join(m.model_id for m in members), "files": json.dumps(files)})
     sanity = _sanity(inputs[: settings.sanity_cases], settings, deltas, timings, len(cases))
     sanity.update(inputs_hash=key, source=source, reference_model=inputs[0][2].model_id)
     table = pd.DataFrame(records)
-    write_parquet_if_changed(folder / "cases.parquet", table)
+    write_parquet_if_changed(wd.saliency_cases, table)
     write_bytes_if_changed(done, json.dumps(sanity, indent=2).encode())
     return ExplainResult(folder, table, sanity, True)
 

@@ -31,8 +31,9 @@ CASCADE = ("fc", "layer4", "layer3", "layer2", "layer1", "stem")
 def _reinitialise(module: nn.Module, generator_seed: int) -> None:
     torch.manual_seed(generator_seed)
     for sub in module.modules():
-        if hasattr(sub, "reset_parameters"):
-            sub.reset_parameters()
+        reset = getattr(sub, "reset_parameters", None)
+        if callable(reset):
+            reset()
         if isinstance(sub, nn.modules.batchnorm._BatchNorm):
             sub.reset_running_stats()
 
@@ -63,9 +64,9 @@ def randomisation_check(explainer: Explainer, model: nn.Module, cases: list[tupl
     stage's; ``passed`` when the fully randomised model's maps correlate below ``threshold``."""
     stages = cascade_stages(model, seed)
     reference = [explainer(model, x, target) for x, target in cases]
-    per_stage = []
+    per_stage: list[dict[str, Any]] = []
     for name, randomised in stages:
-        values = [spearman(ref, explainer(randomised, x, target)) for ref, (x, target) in zip(reference, cases)]
+        values = [spearman(ref, explainer(randomised, x, target)) for ref, (x, target) in zip(reference, cases, strict=True)]
         per_stage.append({"randomised_down_to": name, "spearman": float(np.mean(values))})
     final = per_stage[-1]["spearman"]
     return {"stages": per_stage, "final_spearman": final, "threshold": threshold, "passed": bool(final < threshold)}

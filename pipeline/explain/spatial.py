@@ -1,46 +1,29 @@
 """Mapping a map from model-input space back onto the ingested scan's voxel grid.
 
-The preprocessing chain (:mod:`pipeline.preprocess.transforms`) is: load, orientation RAS,
-optional resampling, intensity, 2D view or (S, A, R) transpose, resize, pad/crop. The geometric
-steps are undone here with MONAI's own inverses (``Resized``, ``ResizeWithPadOrCropd``,
-``Orientationd``, ``Spacingd``, replayed on the recorded operations); the 2D view is undone by
-hand: a squeezed 2D scan gets its singleton axis back, a ``centre``/``2.5d`` slice is placed in the
-middle axial slice (other slices zero), a ``mip`` map is repeated along S. The result lies on the
-ingested NIfTI's grid, so it shares that file's affine (RAS+, mm) and overlays line up.
+The preprocessing chain (:mod:`pipeline.preprocess.transforms`) is run forward on the scan with
+its operations recorded, and its MONAI inverse is applied to the map: pad/crop, resize, the 2D
+view (:class:`~pipeline.preprocess.transforms.To2DViewd`) or the (S, A, R) transpose,
+resampling and orientation are undone in turn; intensity steps are skipped. The result lies on the
+ingested NIfTI's grid, so it shares that file's affine (RAS+, mm) and overlays line up. How a 2D
+view of a 3D scan spreads a map over the volume is documented on ``To2DViewd``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import (
-    Compose, EnsureChannelFirstd, LoadImaged, Orientationd, ResizeWithPadOrCropd, Resized, Spacingd,
-)
 
-from pipeline.preprocess.transforms import KEY
+from pipeline.preprocess.transforms import KEY, traced_transforms
 from pipeline.storage import atomic_write
 
 log = logging.getLogger(__name__)
-
-
-def _head(params: dict[str, Any]) -> list[Any]:
-    steps: list[Any] = [Orientationd(KEY, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
-    if params["spacing"]:
-        steps.append(Spacingd(KEY, pixdim=params["spacing"], mode="bilinear"))
-    return steps
-
-
-def _tail(params: dict[str, Any]) -> Compose:
-    size = tuple(params["input_size"])
-    return Compose([Resized(KEY, spatial_size=max(size), size_mode="longest", mode="area"),
-                    ResizeWithPadOrCropd(KEY, spatial_size=size)])
 
 
 def map_to_scan(map_: np.ndarray, volume_path: Path, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -48,37 +31,14 @@ def map_to_scan(map_: np.ndarray, volume_path: Path, params: dict[str, Any]) -> 
 
     ``params`` are the scan's :meth:`PreprocessConfig.effective` parameters (as in the cache key).
     """
-    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
-        loaded = Compose([LoadImaged(KEY, reader="NibabelReader", image_only=True),
-                          EnsureChannelFirstd(KEY, channel_dim="no_channel")])({KEY: str(volume_path)})
-    head = Compose(_head(params))
-    oriented = head(loaded)[KEY]  # (1, R, A, S) with the recorded orientation/spacing operations
-    spatial = tuple(oriented.shape[1:])
-    if params["dims"] == 3:
-        view_shape = (spatial[2], spatial[1], spatial[0])  # (S, A, R)
-    elif 1 in spatial:
-        view_shape = tuple(s for i, s in enumerate(spatial) if i != spatial.index(1))
-    else:
-        view_shape = spatial[:2]
-    tail = _tail(params)
-    traced = tail({KEY: MetaTensor(torch.zeros((1, *view_shape)))})[KEY]
-    mapped = MetaTensor(torch.as_tensor(np.asarray(map_, dtype=np.float32))[None], applied_operations=traced.applied_operations)
-    view = np.asarray(tail.inverse({KEY: mapped})[KEY])[0]
-    if params["dims"] == 3:
-        volume = view.transpose(2, 1, 0)
-    elif 1 in spatial:
-        volume = np.expand_dims(view, spatial.index(1))
-    elif params.get("slice_strategy") == "mip":
-        volume = np.repeat(view[..., None], spatial[2], axis=2)
-    else:
-        volume = np.zeros(spatial, dtype=np.float32)
-        volume[..., spatial[2] // 2] = view
-    restored = MetaTensor(torch.as_tensor(np.ascontiguousarray(volume))[None], meta=oriented.meta,
-                          applied_operations=oriented.applied_operations)
-    original = np.asarray(head.inverse({KEY: restored})[KEY])[0]
-    return original.astype(np.float32), nib.load(str(volume_path)).affine
+    chain = traced_transforms(params)
+    forward = chain({KEY: str(volume_path)})[KEY]  # the model input, carrying its applied operations
+    if tuple(forward.shape[1:]) != tuple(np.shape(map_)):
+        raise ValueError(f"a map of shape {np.shape(map_)} is not in this scan's model-input space {tuple(forward.shape[1:])}")
+    mapped = MetaTensor(torch.as_tensor(np.asarray(map_, dtype=np.float32))[None], meta=copy.deepcopy(forward.meta),
+                        applied_operations=copy.deepcopy(forward.applied_operations))
+    original = np.asarray(chain.inverse({KEY: mapped})[KEY])[0]
+    return original.astype(np.float32), cast("nib.Nifti1Image", nib.load(str(volume_path))).affine
 
 
 def write_map_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:

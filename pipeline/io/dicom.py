@@ -1,9 +1,12 @@
-"""Reading one DICOM file: header facts for series assembly, and pixel decoding.
+"""Reading one DICOM file's header: the reject checks and the facts series assembly needs.
 
 Conventions: positions and orientations are in the DICOM patient coordinate system (LPS, mm).
 ``PixelSpacing`` is (row spacing, column spacing) in mm, i.e. (distance between rows, distance
-between columns). Decoded frames are ``(rows, cols)`` arrays of modality values (rescale applied,
-MONOCHROME1 inverted, colour converted to luminance).
+between columns). Pixels are decoded by :mod:`pipeline.io.dicom_pixels`.
+
+This module only reads. What it returns (:class:`DicomHeader`) still holds the data set and the
+identifying values as read: :func:`pipeline.deid.deidentify` turns it into the pseudonymous
+:class:`~pipeline.deid.DicomInstance` before anything leaves the process that read the file.
 """
 
 from __future__ import annotations
@@ -14,15 +17,12 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
-from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
 
-from pipeline.deid import Pseudonymizer, allowed_metadata
 from pipeline.errors import QuarantineError, QuarantineReason
 from pipeline.io.header import (
     header_float,
@@ -30,8 +30,13 @@ from pipeline.io.header import (
     optional_float,
     raw_value,
 )
-from pipeline.io.limits import ReadLimits, check_finite
-from pipeline.io.pixel_checks import check_deflated, check_pixel_bytes, pixel_layout
+from pipeline.io.limits import ReadLimits
+from pipeline.io.pixel_checks import (
+    PixelLayout,
+    check_deflated,
+    check_pixel_bytes,
+    pixel_layout,
+)
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: Modalities whose single images without ImagePositionPatient are planar (each file is its own 2D scan).
@@ -62,22 +67,16 @@ quiet_pydicom()
 class FrameGeometry:
     """Where one frame lies: IPP (LPS mm) of the first transmitted pixel, IOP (row cosines, column cosines)."""
 
-    position: tuple[float, float, float] | None
+    position: tuple[float, ...] | None  # three values
     orientation: tuple[float, ...] | None
     pixel_spacing: tuple[float, float] | None
     rescale: tuple[float, float]  # (slope, intercept)
 
 
 @dataclass
-class DicomInstance:
-    """What series assembly needs from one DICOM file. Identifiers are pseudonyms: no PHI in here."""
+class DicomImage:
+    """The pixel module and geometry of one DICOM file: what decoding and series assembly need. No identifiers."""
 
-    relpath: str
-    instance_key: str  # keyed hash of SOPInstanceUID: copies of one instance share it
-    lossy: bool
-    patient_id: str | None
-    study_id: str
-    series_id: str
     rows: int
     cols: int
     samples_per_pixel: int
@@ -88,16 +87,31 @@ class DicomInstance:
     frames: list[FrameGeometry]
     slice_thickness: float | None
     spacing_between_slices: float | None
-    metadata: dict[str, str | float | None] = field(default_factory=dict)
+    lossy: bool
     warnings: list[str] = field(default_factory=list)
     transfer_syntax: str = ""
     bits_allocated: int = 16
     planar_configuration: int = 0
     pixel_span: tuple[int, int] | None = None  # (offset, length) of the Pixel Data value in the file bytes
 
-    @property
-    def modality(self) -> str:
-        return str(self.metadata.get("Modality") or "OT")
+
+@dataclass(frozen=True)
+class DicomIdentifiers:
+    """The identifying values a scan is grouped by, exactly as read (PHI); empty strings when absent."""
+
+    patient_id: str  # stripped
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+
+
+@dataclass
+class DicomHeader:
+    """One parsed DICOM file. ``dataset`` and ``identifiers`` hold PHI: only de-identification reads them."""
+
+    dataset: Dataset = field(repr=False)
+    identifiers: DicomIdentifiers = field(repr=False)
+    image: DicomImage
 
 
 def _attr(ds: Dataset, keyword: str, default: Any = None) -> Any:
@@ -169,99 +183,142 @@ def _read_dataset(data: bytes, limits: ReadLimits) -> Dataset:
         except InvalidDicomError:
             _raise_not_part10(data)
         except (EOFError, OSError) as exc:
-            raise QuarantineError(QuarantineReason.TRUNCATED, f"file ends inside the DICOM data set ({type(exc).__name__})")
+            raise QuarantineError(QuarantineReason.TRUNCATED, f"file ends inside the DICOM data set ({type(exc).__name__})") from None
         except MemoryError:
-            raise QuarantineError(QuarantineReason.IMPLAUSIBLE_HEADER, "an element declares a length the file cannot hold")
+            raise QuarantineError(QuarantineReason.IMPLAUSIBLE_HEADER, "an element declares a length the file cannot hold") from None
         except RecursionError:
-            raise QuarantineError(QuarantineReason.IMPLAUSIBLE_HEADER, "sequences nested too deep to parse")
+            raise QuarantineError(QuarantineReason.IMPLAUSIBLE_HEADER, "sequences nested too deep to parse") from None
         except Exception as exc:  # noqa: BLE001 (pydicom raises many types on malformed input)
-            raise QuarantineError(QuarantineReason.NOT_DICOM, f"cannot be parsed as DICOM ({type(exc).__name__})")
+            raise QuarantineError(QuarantineReason.NOT_DICOM, f"cannot be parsed as DICOM ({type(exc).__name__})") from None
     raise AssertionError("unreachable")
 
 
-def _check_image_object(ds: Dataset, meta: Dataset | None, allow_burned_in: bool) -> tuple[str, UID]:
-    """Quarantine what is not an image this reader can lay out; return (SOP class, transfer syntax)."""
+def read_dicom(data: bytes, limits: ReadLimits | None = None, *, allow_burned_in: bool = False) -> DicomHeader:
+    """Parse a file's bytes into a :class:`DicomHeader`, or raise :class:`QuarantineError`.
+
+    The reject checks run first (:func:`_check_image_object`); then every number of the pixel module
+    is range-checked and the bytes the pixels would need are checked against the file and against
+    ``limits`` before any per-frame structure is built. A BurnedInAnnotation of YES is rejected
+    unless ``allow_burned_in``.
+    """
+    limits = limits or ReadLimits()
+    ds = _read_dataset(data, limits)
+    syntax = _check_image_object(ds, allow_burned_in)
+    layout = pixel_layout(ds, limits)
+    notes: list[str] = []
+    pixel_span = _check_pixel_data(ds, syntax, layout, limits, notes)
+    limits.check_decoded(layout.n_values, max(layout.bits_allocated, 8) / 8, "the pixel data")
+    identifiers = _identifiers(ds)
+    if not identifiers.series_uid:
+        notes.append("no SeriesInstanceUID: the file is its own series")
+    return DicomHeader(ds, identifiers, _image(ds, layout, syntax, pixel_span, notes))
+
+
+def _check_image_object(ds: Dataset, allow_burned_in: bool) -> UID:
+    """Quarantine what is not an image this reader can lay out; return the transfer syntax."""
+    meta = getattr(ds, "file_meta", None)
     sop_class = str(_attr(ds, "SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    _check_not_dicomdir(ds, sop_class)
+    syntax = _check_transfer_syntax(meta)
+    _check_has_pixel_data(ds, sop_class)
+    _check_burned_in(ds, allow_burned_in)
+    return syntax
+
+
+def _check_not_dicomdir(ds: Dataset, sop_class: str) -> None:
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise QuarantineError(
             QuarantineReason.DICOMDIR_INDEX,
             "DICOMDIR media index, not an image; the files it references are ingested on their own",
         )
+
+
+def _check_transfer_syntax(meta: Dataset | None) -> UID:
+    """The file meta's TransferSyntaxUID, which must be present and a known transfer syntax."""
     if meta is None or "TransferSyntaxUID" not in meta:
         raise QuarantineError(QuarantineReason.NO_FILE_META, "no file meta information, so the transfer syntax is unknown")
     syntax = UID(str(_attr(meta, "TransferSyntaxUID", "") or "").strip())
     if not syntax.is_valid or not syntax.is_transfer_syntax:
         raise QuarantineError(QuarantineReason.UNKNOWN_TRANSFER_SYNTAX, "TransferSyntaxUID is not a known transfer syntax")
-    if not any(tag in ds for tag in PIXEL_TAGS):
-        modality = str(_attr(ds, "Modality", "") or "")
-        if modality in NON_IMAGE_MODALITIES or (sop_class and "Image" not in UID(sop_class).name):
-            raise QuarantineError(
-                QuarantineReason.NON_IMAGE_OBJECT, f"{modality or 'non-image'} object without pixel data; not a scan"
-            )
-        raise QuarantineError(QuarantineReason.NO_PIXEL_DATA, "image object without Pixel Data")
+    return syntax
+
+
+def _check_has_pixel_data(ds: Dataset, sop_class: str) -> None:
+    """No pixels: a non-image object (structure set, report, ...) or an image object missing its Pixel Data."""
+    if any(tag in ds for tag in PIXEL_TAGS):
+        return
+    modality = str(_attr(ds, "Modality", "") or "")
+    if modality in NON_IMAGE_MODALITIES or (sop_class and "Image" not in UID(sop_class).name):
+        raise QuarantineError(
+            QuarantineReason.NON_IMAGE_OBJECT, f"{modality or 'non-image'} object without pixel data; not a scan"
+        )
+    raise QuarantineError(QuarantineReason.NO_PIXEL_DATA, "image object without Pixel Data")
+
+
+def _check_burned_in(ds: Dataset, allow_burned_in: bool) -> None:
     if str(_attr(ds, "BurnedInAnnotation", "")).upper() == "YES" and not allow_burned_in:
         raise QuarantineError(
             QuarantineReason.BURNED_IN_ANNOTATION,
             "BurnedInAnnotation is YES: pixels may show identifying text (allow with allow_burned_in)",
         )
-    return sop_class, syntax
 
 
-def parse_dicom(
-    data: bytes, relpath: str, pseudonymizer: Pseudonymizer, keep_demographics: bool, allow_burned_in: bool,
-    limits: ReadLimits | None = None,
-) -> DicomInstance:
-    """Parse a file's bytes into a :class:`DicomInstance`, or raise :class:`QuarantineError`.
+def _check_pixel_data(
+    ds: Dataset, syntax: UID, layout: PixelLayout, limits: ReadLimits, notes: list[str]
+) -> tuple[int, int] | None:
+    """Check native or encapsulated Pixel Data against the layout; return its (offset, length) in the file.
 
-    Every number of the pixel module is range-checked and the bytes the pixels would need are checked
-    against the file and against ``limits`` before any per-frame structure is built.
+    A deflated data set is checked when it is inflated, and has no span: its bytes are not the file's.
     """
-    limits = limits or ReadLimits()
-    ds = _read_dataset(data, limits)
-    meta = getattr(ds, "file_meta", None)
-    _, syntax = _check_image_object(ds, meta, allow_burned_in)
-    layout = pixel_layout(ds, limits)
-    notes: list[str] = []
-    pixel_span = None
-    if "PixelData" in ds:
-        raw = ds.get_item("PixelData")
-        value = raw.value if isinstance(raw.value, bytes) else b""
-        if syntax != DEFLATED and getattr(raw, "value_tell", None) is not None:
-            pixel_span = (int(raw.value_tell), len(value))
-        if syntax != DEFLATED:
-            check_pixel_bytes(layout, syntax, value, limits, notes)
-    limits.check_decoded(layout.n_values, max(layout.bits_allocated, 8) / 8, "the pixel data")
-    patient = str(_attr(ds, "PatientID", "") or "").strip()
-    study_uid = str(_attr(ds, "StudyInstanceUID", "") or "")
-    series_uid = str(_attr(ds, "SeriesInstanceUID", "") or "")
-    sop_instance = str(_attr(ds, "SOPInstanceUID", "") or "")
-    instance = DicomInstance(
-        relpath=relpath,
-        instance_key=pseudonymizer.scan(f"instance|{sop_instance or relpath}"),
-        lossy=str(_attr(ds, "LossyImageCompression", "00")) == "01" or syntax not in LOSSLESS_SYNTAXES,
-        patient_id=pseudonymizer.patient(patient) if patient else None,
-        study_id=pseudonymizer.study(study_uid or f"no-study:{relpath}"),
-        series_id=pseudonymizer.series(series_uid or f"no-series:{relpath}"),
+    if "PixelData" not in ds:
+        return None
+    raw = ds.get_item("PixelData")
+    value = raw.value if isinstance(raw.value, bytes) else b""
+    if syntax == DEFLATED:
+        return None
+    check_pixel_bytes(layout, syntax, value, limits, notes)
+    tell = getattr(raw, "value_tell", None)
+    if tell is None:
+        return None
+    return (int(tell), len(value))
+
+
+def _identifiers(ds: Dataset) -> DicomIdentifiers:
+    return DicomIdentifiers(
+        patient_id=str(_attr(ds, "PatientID", "") or "").strip(),
+        study_uid=str(_attr(ds, "StudyInstanceUID", "") or ""),
+        series_uid=str(_attr(ds, "SeriesInstanceUID", "") or ""),
+        sop_instance_uid=str(_attr(ds, "SOPInstanceUID", "") or ""),
+    )
+
+
+def _image(
+    ds: Dataset, layout: PixelLayout, syntax: UID, pixel_span: tuple[int, int] | None, notes: list[str]
+) -> DicomImage:
+    """The image facts; header values are read in this order, so the first bad one names the quarantine detail."""
+    lossy = str(_attr(ds, "LossyImageCompression", "00")) == "01" or syntax not in LOSSLESS_SYNTAXES
+    photometric = str(_attr(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip()
+    frames = _frame_geometries(ds, layout.n_frames)
+    slice_thickness = optional_float(ds, "SliceThickness", positive=True)
+    spacing_between_slices = _positive(ds, "SpacingBetweenSlices")
+    return DicomImage(
         rows=layout.rows,
         cols=layout.cols,
         samples_per_pixel=layout.samples,
-        photometric=str(_attr(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip(),
+        photometric=photometric,
         bits_stored=layout.bits_stored,
         signed=layout.signed,
         n_frames=layout.n_frames,
-        frames=_frame_geometries(ds, layout.n_frames),
-        slice_thickness=optional_float(ds, "SliceThickness", positive=True),
-        spacing_between_slices=_positive(ds, "SpacingBetweenSlices"),
-        metadata=allowed_metadata(ds, keep_demographics),
+        frames=frames,
+        slice_thickness=slice_thickness,
+        spacing_between_slices=spacing_between_slices,
+        lossy=lossy,
         warnings=notes,
         transfer_syntax=str(syntax),
         bits_allocated=layout.bits_allocated,
         planar_configuration=layout.planar,
         pixel_span=pixel_span,
     )
-    if not series_uid:
-        instance.warnings.append("no SeriesInstanceUID: the file is its own series")
-    return instance
 
 
 def _positive(ds: Dataset, keyword: str) -> float | None:
@@ -281,7 +338,7 @@ def _looks_like_dataset(data: bytes) -> bool:
         for implicit, little in ((False, True), (True, True), (False, False), (True, False)):
             try:
                 ds = read_dataset(io.BytesIO(head[offset:]), implicit, little, stop_when=stop)
-            except Exception:
+            except Exception:  # noqa: BLE001, S112 (any failure means: not in this encoding)
                 continue
             if "SOPClassUID" in ds and "Modality" in ds and str(ds.SOPClassUID).startswith("1.2.840.10008."):
                 return True
@@ -299,68 +356,3 @@ def _raise_not_part10(data: bytes) -> None:
             "DICOM data set without preamble and file meta information; the transfer syntax would be a guess",
         )
     raise QuarantineError(QuarantineReason.NOT_DICOM, "not a DICOM file (no DICM prefix) and not NIfTI")
-
-
-def decode_frames(data: bytes, instance: DicomInstance | None = None) -> np.ndarray:
-    """Decode all frames of a DICOM file to modality values, shape ``(frames, rows, cols)``, float64.
-
-    Applies, in order: palette/YBR to RGB, RGB to luminance (ITU-R BT.601 weights), MONOCHROME1
-    inversion over the stored bit range, then RescaleSlope/Intercept (per frame for enhanced objects).
-    ``instance`` is the file's parsed header (parsed here when not given). Raises
-    :class:`QuarantineError` (``undecodable_pixels`` or ``truncated``) when decoding fails.
-    """
-    if instance is None:
-        instance = parse_dicom(data, "", Pseudonymizer(b"decode"), keep_demographics=False, allow_burned_in=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            if instance.photometric == "PALETTE COLOR":
-                from pydicom.pixels import apply_color_lut
-
-                ds = pydicom.dcmread(io.BytesIO(data))
-                pixels = apply_color_lut(ds.pixel_array, ds)
-            elif instance.transfer_syntax == DEFLATED:  # inflated by pydicom (its size was checked when parsed)
-                pixels = pydicom.dcmread(io.BytesIO(data)).pixel_array
-            elif instance.pixel_span is not None:  # decode the value in place: no second parse of the header
-                offset, length = instance.pixel_span
-                pixels, _ = get_decoder(UID(instance.transfer_syntax)).as_array(
-                    data[offset:offset + length],
-                    rows=instance.rows, columns=instance.cols, samples_per_pixel=instance.samples_per_pixel,
-                    bits_allocated=instance.bits_allocated, bits_stored=instance.bits_stored,
-                    pixel_representation=int(instance.signed), photometric_interpretation=instance.photometric,
-                    number_of_frames=instance.n_frames, planar_configuration=instance.planar_configuration,
-                    pixel_keyword="PixelData",
-                )
-            else:
-                pixels = pixel_array(io.BytesIO(data))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except MemoryError:
-            raise QuarantineError(QuarantineReason.TOO_LARGE, "decoding ran out of the worker's memory limit")
-        except BaseException as exc:  # noqa: BLE001 (pylibjpeg-rle raises a Rust PanicException, a BaseException)
-            if type(exc).__name__ == "PanicException":
-                raise QuarantineError(QuarantineReason.DECODER_CRASH, "the decoder panicked (PanicException)")
-            message = str(exc).lower()
-            if "less than expected" in message or "shorter than" in message or "truncat" in message:
-                raise QuarantineError(QuarantineReason.TRUNCATED, "pixel data is shorter than the declared image size")
-            raise QuarantineError(
-                QuarantineReason.UNDECODABLE_PIXELS, f"no installed decoder could decode the pixel data ({type(exc).__name__})"
-            )
-    pixels = np.asarray(pixels)
-    if instance.n_frames == 1:
-        pixels = pixels[np.newaxis]
-    if pixels.shape[:3] != (instance.n_frames, instance.rows, instance.cols) or pixels.ndim not in (3, 4):
-        raise QuarantineError(QuarantineReason.UNDECODABLE_PIXELS, "decoded pixels do not match the declared image size")
-    values = pixels.astype(np.float64)
-    if values.ndim == 4:  # colour: (frames, rows, cols, 3)
-        values = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
-    if instance.photometric == "MONOCHROME1":
-        values = (-1.0 - values) if instance.signed else ((2**instance.bits_stored - 1) - values)
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing rescale is caught just below
-        for index, geometry in enumerate(instance.frames):
-            slope, intercept = geometry.rescale
-            if slope != 1.0 or intercept != 0.0:
-                values[index] = values[index] * slope + intercept
-    check_finite(values)
-    return values
-

@@ -33,16 +33,18 @@ def raw_value(ds: Dataset, keyword: str) -> Any:
     (a fifth of the header pass). A value pydicom cannot convert is ``invalid_value``."""
     try:
         element = ds.get_item(keyword)
-    except Exception as exc:  # noqa: BLE001 (malformed element headers raise many types)
-        raise QuarantineError(QuarantineReason.INVALID_VALUE, f"{keyword} cannot be read ({type(exc).__name__})")
+    except Exception as exc:  # malformed element headers raise many types
+        detail = f"{keyword} cannot be read ({type(exc).__name__})"
+        raise QuarantineError(QuarantineReason.INVALID_VALUE, detail) from exc
     if element is None:
         return None
     try:
         if isinstance(element, RawDataElement):
             return convert_value(element.VR or dictionary_VR(element.tag), element, None)
         return element.value
-    except Exception as exc:  # noqa: BLE001
-        raise QuarantineError(QuarantineReason.INVALID_VALUE, f"{keyword} cannot be converted ({type(exc).__name__})")
+    except Exception as exc:
+        detail = f"{keyword} cannot be converted ({type(exc).__name__})"
+        raise QuarantineError(QuarantineReason.INVALID_VALUE, detail) from exc
 
 
 def _empty(value: Any) -> bool:

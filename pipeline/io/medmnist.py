@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 from sklearn.model_selection import train_test_split
 
 from pipeline.errors import UserInputError
@@ -62,7 +62,7 @@ def _load(npz: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     try:
         archive = np.load(npz)
     except Exception as exc:
-        raise UserInputError(f"cannot read {npz.name} as an npz archive ({type(exc).__name__})")
+        raise UserInputError(f"cannot read {npz.name} as an npz archive ({type(exc).__name__})") from exc
     images, labels = {}, {}
     for split in SPLITS:
         if f"{split}_images" not in archive or f"{split}_labels" not in archive:
@@ -117,18 +117,19 @@ def import_medmnist(npz: Path, out: Path, fmt: str = "dicom", limit: int | None 
         chosen = _subset(labels[split], limit, seed)
         owners = _patients(len(chosen), rng, next_patient)
         next_patient = max(owners, default=next_patient - 1) + 1
-        for item, (index, owner) in enumerate(zip(chosen.tolist(), owners)):
+        for index, owner in zip(chosen.tolist(), owners, strict=True):
             person = people.setdefault(owner, _person(rng, owner, seed))
             key = [seed, npz.name, split, index]
-            series_uid = generate_uid(entropy_srcs=[str(k) for k in key + ["series"]])
+            series_uid = generate_uid(entropy_srcs=[str(k) for k in [*key, "series"]])
             study = {
-                "StudyInstanceUID": generate_uid(entropy_srcs=[str(k) for k in key + ["study"]]),
+                "StudyInstanceUID": generate_uid(entropy_srcs=[str(k) for k in [*key, "study"]]),
                 "SeriesInstanceUID": series_uid,
                 "StudyDate": (dt.date(2015, 1, 1) + dt.timedelta(days=int(rng.integers(0, 3600)))).strftime("%Y%m%d"),
                 "AccessionNumber": f"ACC{int(rng.integers(10**7, 10**8))}",
             }
             folder = Path(person["PatientID"]) / study["AccessionNumber"]
             pixels = images[split][index]
+            ref: str  # the SeriesInstanceUID (a str) or the NIfTI path
             if dims == 2:
                 relpath = (folder / f"{series_uid[-12:]}.dcm").as_posix()
                 _write_slice(out / relpath, pixels, modality, person, study, key, 1, None)
@@ -163,8 +164,8 @@ def _write_slice(
     key: list[object], instance: int, z_mm: float | None,
 ) -> None:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SOP_CLASSES.get(modality, SOP_CLASSES["OT"])
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(k) for k in key + ["instance", instance]])
+    meta.MediaStorageSOPClassUID = UID(SOP_CLASSES.get(modality, SOP_CLASSES["OT"]))
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(k) for k in [*key, "instance", instance]])
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -118,22 +118,24 @@ def read_nifti(path: Path, limits: ReadLimits | None = None) -> Volume:
     infinite voxels quarantine the file (``non_finite_values``).
     """
     try:
-        image = nib.load(str(path))
+        # nib.load is typed as returning the FileBasedImage base; a .nii/.nii.gz loads as a NIfTI-1/2 image
+        # (NIfTI-2 subclasses NIfTI-1), and one that lacks .dataobj or .affine fails below and is quarantined.
+        image = cast("nib.Nifti1Image", nib.load(str(path)))
     except Exception as exc:  # noqa: BLE001
-        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})")
+        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})") from None
     try:
         _check_declared_size(image, path, limits or ReadLimits())
     except QuarantineError:
         raise
     except Exception as exc:  # noqa: BLE001 (a header field nibabel cannot interpret)
-        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"the header cannot be interpreted ({type(exc).__name__})")
+        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"the header cannot be interpreted ({type(exc).__name__})") from None
     try:
         data = np.asarray(image.dataobj, dtype=np.float64)
         affine = image.affine
     except MemoryError:
-        raise QuarantineError(QuarantineReason.TOO_LARGE, "reading the voxels ran out of the worker's memory limit")
+        raise QuarantineError(QuarantineReason.TOO_LARGE, "reading the voxels ran out of the worker's memory limit") from None
     except Exception as exc:  # noqa: BLE001
-        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})")
+        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})") from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim > 3:
@@ -154,8 +156,11 @@ def read_nifti(path: Path, limits: ReadLimits | None = None) -> Volume:
 def stored_content_hash(path: Path) -> str | None:
     """The content hash a ScanLens volume carries in its header ``descrip`` field, or None."""
     try:
-        descrip = nib.load(str(path)).header["descrip"].tobytes().rstrip(b"\0").decode("ascii", "replace")
-    except Exception:
+        image = nib.load(str(path))
+        if not isinstance(image, nib.Nifti1Image):  # (a NIfTI-2 image is a Nifti1Image too)
+            return None
+        descrip = image.header["descrip"].tobytes().rstrip(b"\0").decode("ascii", "replace")
+    except Exception:  # noqa: BLE001 (a file nibabel cannot read holds no hash)
         return None
     return descrip[len(HASH_PREFIX):] if descrip.startswith(HASH_PREFIX) else None
 

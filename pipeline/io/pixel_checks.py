@@ -160,8 +160,9 @@ def check_deflated(data: bytes, limits: ReadLimits) -> None:
         rest = inflater.decompress(inflater.unconsumed_tail, max(1, allowed - len(head) + 1))
     except QuarantineError:
         raise
-    except Exception as exc:  # noqa: BLE001 (a corrupt deflate stream or header)
-        raise QuarantineError(QuarantineReason.NOT_DICOM, f"the deflated data set cannot be inflated ({type(exc).__name__})")
+    except Exception as exc:  # a corrupt deflate stream or header
+        detail = f"the deflated data set cannot be inflated ({type(exc).__name__})"
+        raise QuarantineError(QuarantineReason.NOT_DICOM, detail) from exc
     if len(head) + len(rest) > allowed:
         raise QuarantineError(
             QuarantineReason.IMPLAUSIBLE_HEADER,

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from pipeline.models.classifier import build_classifier
-from pipeline.models.inflate import final_feature_shape, inflate, min_batch_size
+from pipeline.models.inflate import (
+    Inflation,
+    final_feature_shape,
+    inflate,
+    min_batch_size,
+)
+from pipeline.models.record import Classifier
 from pipeline.models.resnet import build_resnet50
 from pipeline.models.weights import WeightsSource, find_imagenet_weights
 
 __all__ = [
-    "build_classifier","build_resnet50", "inflate", "min_batch_size", "final_feature_shape", "find_imagenet_weights", "WeightsSource"]
+    "Classifier",
+    "Inflation",
+    "WeightsSource",
+    "build_classifier",
+    "build_resnet50",
+    "final_feature_shape",
+    "find_imagenet_weights",
+    "inflate",
+    "min_batch_size",
+]

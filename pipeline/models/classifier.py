@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from torch import nn
-
-from pipeline.models.inflate import inflate
+from pipeline.models.inflate import Inflation, inflate
+from pipeline.models.record import Classifier
 from pipeline.models.resnet import build_resnet50
 
 if TYPE_CHECKING:
@@ -14,13 +14,12 @@ if TYPE_CHECKING:
 
 
 def build_classifier(num_classes: int, pre: PreprocessConfig, weights: str | None = None, inflation: str = "average",
-                     depth_kernel: int = 3) -> nn.Module:
+                     depth_kernel: int = 3) -> Classifier:
     """A ResNet-50 for ``pre.dims`` with ``pre.in_channels`` inputs; the 3D one is inflated from the
-    2D one (so ImageNet weights, when given, reach both). ``model.weights_source`` says where the
-    starting weights came from."""
-    model = build_resnet50(num_classes, in_channels=pre.in_channels, weights=weights)
-    source = model.weights_source  # type: ignore[attr-defined]
-    if pre.dims == 3:
-        model = inflate(model, mode=inflation, depth_kernel=depth_kernel)
-        model.weights_source = source  # type: ignore[attr-defined]
-    return model
+    2D one (so ImageNet weights, when given, reach both). The record's ``weights_source`` says where
+    the starting weights came from and ``inflation`` how the 3D network was made."""
+    built = build_resnet50(num_classes, in_channels=pre.in_channels, weights=weights)
+    if pre.dims != 3:
+        return built
+    spec = Inflation(mode=inflation, depth_kernel=depth_kernel)
+    return replace(built, network=inflate(built.network, spec), dims=3, inflation=spec)

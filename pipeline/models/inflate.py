@@ -11,6 +11,7 @@ Input ``(N, C, D, H, W)``; D is the slice axis (for RAS volumes, the S axis afte
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,11 +39,12 @@ class DepthReplicateConv3d(nn.Conv3d):
 
 def _inflate_conv(conv: nn.Conv2d, depth: int, depth_stride: int, mode: str, depth_padding: str) -> nn.Conv3d:
     kh, kw = conv.kernel_size
+    sh, sw = conv.stride
     t = depth if max(kh, kw) > 1 else 1
     conv_class = DepthReplicateConv3d if depth_padding == "replicate" else nn.Conv3d
     out = conv_class(
         conv.in_channels, conv.out_channels, kernel_size=(t, kh, kw),
-        stride=(depth_stride, *conv.stride),
+        stride=(depth_stride, sh, sw),
         padding=(t // 2, *conv.padding), bias=conv.bias is not None, groups=conv.groups,
     )
     with torch.no_grad():
@@ -53,8 +55,18 @@ def _inflate_conv(conv: nn.Conv2d, depth: int, depth_stride: int, mode: str, dep
             out.weight.zero_()
             out.weight[:, :, t // 2] = conv.weight
         if conv.bias is not None:
+            assert out.bias is not None  # built with bias=True just above
             out.bias.copy_(conv.bias)
     return out
+
+
+def _side(size: int | tuple[int, ...]) -> int:
+    """The side of a square 2D pooling window, stride or padding, given as an int or as equal ints."""
+    if isinstance(size, int):
+        return size
+    if len(set(size)) != 1:
+        raise ValueError(f"cannot inflate a non-square 2D pooling size {size}")
+    return size[0]
 
 
 def _inflate_norm(norm: nn.BatchNorm2d) -> nn.BatchNorm3d:
@@ -64,27 +76,37 @@ def _inflate_norm(norm: nn.BatchNorm2d) -> nn.BatchNorm3d:
     return out
 
 
-def inflate(
-    model_2d: nn.Module,
-    mode: str = "average",
-    depth_kernel: int = 3,
-    stem_depth_kernel: int = 7,
-    stem_depth_stride: int = 2,
-    depth_padding: str = "replicate",
-) -> nn.Module:
-    """Return a 3D copy of ``model_2d`` (which is left untouched); see the module docstring.
+@dataclass(frozen=True)
+class Inflation:
+    """How a 2D network is inflated to 3D (recorded on the model card as a dict of these fields).
 
     ``stem_depth_kernel``/``stem_depth_stride`` set the stem's depth kernel and stride, e.g. 1 and 1
     for anisotropic volumes with thick slices. The max-pool keeps depth when the stem stride is 1.
     Strided convolutions later in the network downsample depth like height and width.
     ``depth_padding="zeros"`` gives classic I3D padding; the default replicates edge slices.
     """
-    if mode not in MODES:
-        raise UserInputError(f"inflation mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if depth_padding not in DEPTH_PADDINGS:
-        raise UserInputError(f"depth padding must be one of {', '.join(DEPTH_PADDINGS)}")
-    if depth_kernel < 1 or depth_kernel % 2 == 0 or stem_depth_kernel < 1 or stem_depth_kernel % 2 == 0:
-        raise UserInputError("depth kernels must be odd positive integers")
+
+    mode: str = "average"
+    depth_kernel: int = 3
+    stem_depth_kernel: int = 7
+    stem_depth_stride: int = 2
+    depth_padding: str = "replicate"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UserInputError(f"inflation mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.depth_padding not in DEPTH_PADDINGS:
+            raise UserInputError(f"depth padding must be one of {', '.join(DEPTH_PADDINGS)}")
+        kernels = (self.depth_kernel, self.stem_depth_kernel)
+        if any(k < 1 or k % 2 == 0 for k in kernels):
+            raise UserInputError("depth kernels must be odd positive integers")
+
+
+def inflate(model_2d: nn.Module, spec: Inflation = Inflation()) -> nn.Module:
+    """Return a 3D copy of ``model_2d`` (which is left untouched), inflated as ``spec`` says; see the
+    module docstring. The copy's state-dict keys are the 2D network's."""
+    mode, depth_kernel, depth_padding = spec.mode, spec.depth_kernel, spec.depth_padding
+    stem_depth_kernel, stem_depth_stride = spec.stem_depth_kernel, spec.stem_depth_stride
     model = copy.deepcopy(model_2d)
     for name, module in list(model.named_modules()):
         parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
@@ -99,19 +121,15 @@ def inflate(
             new = _inflate_norm(module)
         elif isinstance(module, nn.MaxPool2d):
             depth_pool = 3 if stem_depth_stride > 1 else 1
-            new = nn.MaxPool3d(kernel_size=(depth_pool, module.kernel_size, module.kernel_size),
-                               stride=(depth_pool - 1 or 1, module.stride, module.stride),
-                               padding=(depth_pool // 2, module.padding, module.padding))
+            kernel, stride, padding = _side(module.kernel_size), _side(module.stride), _side(module.padding)
+            new = nn.MaxPool3d(kernel_size=(depth_pool, kernel, kernel), stride=(depth_pool - 1 or 1, stride, stride),
+                               padding=(depth_pool // 2, padding, padding))
         elif isinstance(module, nn.AdaptiveAvgPool2d):
             new = nn.AdaptiveAvgPool3d(1)
         else:
             continue
         setattr(parent, leaf, new)
     model.train(model_2d.training)  # new BatchNorm modules start in training mode
-    model.inflation = {  # type: ignore[attr-defined]
-        "mode": mode, "depth_kernel": depth_kernel, "stem_depth_kernel": stem_depth_kernel,
-        "stem_depth_stride": stem_depth_stride, "depth_padding": depth_padding,
-    }
     return model
 
 
@@ -122,7 +140,7 @@ def final_feature_shape(model: nn.Module, input_shape: tuple[int, ...], in_chann
     """
     shapes: list[tuple[int, ...]] = []
     probe = copy.deepcopy(model).to("meta").eval()
-    probe.layer4.register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape[2:])))
+    probe.get_submodule("layer4").register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape[2:])))
     with torch.no_grad():
         probe(torch.empty((1, in_channels, *input_shape), device="meta"))
     return shapes[0]

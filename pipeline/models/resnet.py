@@ -5,7 +5,7 @@ torchvision's 320 state-dict keys, so torchvision-format ImageNet weights load i
 MONAI's default stride-1 stem would cost 4x the compute.
 
 >>> import torch
->>> model = build_resnet50(num_classes=2).eval()
+>>> model = build_resnet50(num_classes=2).network.eval()
 >>> model(torch.zeros(1, 1, 64, 64)).shape
 torch.Size([1, 2])
 """
@@ -19,19 +19,24 @@ from monai.networks.nets import resnet50
 from torch import nn
 
 from pipeline.errors import UserInputError
-from pipeline.models.weights import WeightsSource, find_imagenet_weights, load_state_dict
+from pipeline.models.record import Classifier
+from pipeline.models.weights import (
+    WeightsSource,
+    find_imagenet_weights,
+    load_state_dict,
+)
 
 log = logging.getLogger(__name__)
 HEAD_PREFIX = "fc."
 
 
-def build_resnet50(num_classes: int, in_channels: int = 1, weights: str | None = None) -> nn.Module:
+def build_resnet50(num_classes: int, in_channels: int = 1, weights: str | None = None) -> Classifier:
     """A 2D ResNet-50 for input ``(N, in_channels, H, W)`` with a new ``num_classes`` head.
 
     ``weights``: None (random init), ``"imagenet"`` (torch hub cache) or a path to a torchvision
     state dict. Every backbone key must be present with a matching shape (no silent partial load).
     ImageNet's RGB ``conv1`` is adapted: summed over RGB for 1 channel, its mean repeated otherwise.
-    The model gets ``weights_source`` (a :class:`WeightsSource`) as an attribute for the model card.
+    The record's ``weights_source`` says which starting weights the network got, for the model card.
     """
     if num_classes < 1 or in_channels < 1:
         raise UserInputError("num_classes and in_channels must be positive")
@@ -45,8 +50,7 @@ def build_resnet50(num_classes: int, in_channels: int = 1, weights: str | None =
         load_backbone(model, state, in_channels)
         source = WeightsSource("imagenet-file", str(path), digest)
         log.info("loaded ImageNet ResNet-50 weights (sha256 %s)", digest[:12])
-    model.weights_source = source  # type: ignore[attr-defined]
-    return model
+    return Classifier(model, dims=2, num_classes=num_classes, in_channels=in_channels, weights_source=source)
 
 
 def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], in_channels: int) -> None:

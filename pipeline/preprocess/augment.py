@@ -8,27 +8,13 @@ re-seeding MONAI's transforms costs more than applying them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Compose, RandAffine, RandFlip, RandScaleIntensity, RandShiftIntensity
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and ranges: flips on every spatial axis, a small affine (degrees, relative
-    scale), and intensity jitter (relative scale, absolute shift on [0, 1] images)."""
-
-    enabled: bool = True
-    flip_prob: float = 0.5
-    affine_prob: float = 0.5
-    rotate_degrees: float = 10.0
-    scale: float = 0.1
-    intensity_prob: float = 0.5
-    intensity_scale: float = 0.1
-    intensity_shift: float = 0.05
+from pipeline.settings.augment import AugmentConfig
 
 
 def build_augmentation(config: AugmentConfig, dims: int) -> Compose | None:

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserInputError
+from pipeline.layout import Workdir
 from pipeline.locking import writes_workdir
 from pipeline.parallel import parallel_map
 from pipeline.preprocess.config import PreprocessConfig, cache_key
 from pipeline.preprocess.transforms import KEY, deterministic_transforms
-from pipeline.storage import Workdir, atomic_write_bytes, write_parquet_if_changed
+from pipeline.storage import atomic_write_bytes, write_parquet_if_changed
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ class PreprocessResult:
     n_computed: int
     n_cached: int
     config_hash: str
-
-
-def cache_dir(workdir: Path) -> Path:
-    return workdir / "cache" / "preprocess"
 
 
 def _compute(task: tuple[str, str, dict]) -> tuple[int, ...]:
@@ -77,14 +74,13 @@ def preprocess_catalog(
         scans = select_scans(pd.read_parquet(wd.catalog), config)
     if scans.empty:
         raise UserInputError(f"no labelled scans usable by a {config.dims}D model in {workdir}")
-    folder = cache_dir(wd.root)
-    folder.mkdir(parents=True, exist_ok=True)
+    wd.preprocess_cache.mkdir(parents=True, exist_ok=True)
     keys, tasks = [], []
     for row in scans.itertuples(index=False):
         params = config.effective(row.modality, int(row.dims))
         key = cache_key(row.content_hash, params)
         keys.append(key)
-        target = folder / f"{key}.npy"
+        target = wd.cached_input(key)
         if not target.exists():
             tasks.append((str(wd.root / row.volume_path), str(target), params))
     unique = list({t[1]: t for t in tasks}.values())
@@ -93,12 +89,12 @@ def preprocess_catalog(
         "scan_id": scans["scan_id"].to_numpy(), "patient_id": scans["patient_id"].to_numpy(),
         "label": scans["label"].astype("int64").to_numpy(), "split": scans["split"].to_numpy(),
         "modality": scans["modality"].to_numpy(), "content_hash": scans["content_hash"].to_numpy(),
-        "cache_path": [f"cache/preprocess/{k}.npy" for k in keys],
+        "cache_path": [wd.cached_input_ref(k) for k in keys],  # relative to W, POSIX separators
     }).sort_values("scan_id").reset_index(drop=True)
     config_hash = config.config_hash()
     index_path = None
     if whole_catalogue:
-        index_path = wd.root / "preprocessed" / f"{config_hash[:16]}.parquet"
+        index_path = wd.preprocessed_index(config_hash)
         index_path.parent.mkdir(parents=True, exist_ok=True)
         write_parquet_if_changed(index_path, index)
     log.info("preprocess: %d scans, %d computed, %d from cache", len(index), len(unique), len(index) - len(unique))

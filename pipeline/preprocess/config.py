@@ -26,7 +26,8 @@ PREPROCESS_VERSION = 1
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How a catalogued scan becomes a model input.
+    """How a catalogued scan becomes a model input, resolved for one model (built by
+    :meth:`PreprocessSettings.for_dims`; its fields are hashed into the preprocessing index's name).
 
     Attributes:
         dims: 2 for a 2D model (input ``(C, H, W)``), 3 for a 3D model (``(C, D, H, W)``).

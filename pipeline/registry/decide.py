@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.evaluate.classes import positive_class
+from pipeline.layout import Workdir
 from pipeline.registry.gate import GateDecision, gate_challenger
 from pipeline.registry.store import Registry, RegistryEntry
 from pipeline.storage import atomic_write_bytes
@@ -20,22 +22,21 @@ from pipeline.storage import atomic_write_bytes
 def decide_challenger(workdir: Path, report: Path | None = None, delta: float = 0.02, n_resamples: int = 2000,
                       seed: int = 0) -> tuple[RegistryEntry, GateDecision]:
     """Register the work folder's evaluation and apply the gate against the current champion."""
-    registry = Registry(workdir)
+    registry, wd = Registry(workdir), Workdir(workdir)
     entry = registry.register(report)
-    folder = registry.version_dir(entry.version)
-    sanity_path = folder / "sanity.json"
-    sanity = json.loads(sanity_path.read_text()) if sanity_path.exists() else {}
+    version = wd.version(entry.version)
+    sanity = json.loads(version.sanity.read_text()) if version.sanity.exists() else {}
     champion = registry.champion()
     champion_oof = None
     if champion is not None:
-        champion_oof = pd.read_parquet(registry.version_dir(champion) / "oof_predictions.parquet")
-    positive = entry.record["classes"][-1]
-    decision = gate_challenger(pd.read_parquet(folder / "oof_predictions.parquet"), champion_oof, sanity, positive, delta,
+        champion_oof = pd.read_parquet(wd.version(champion).oof_predictions)
+    positive = positive_class(entry.record["classes"])
+    decision = gate_challenger(pd.read_parquet(version.oof_predictions), champion_oof, sanity, positive, delta,
                                n_resamples, seed)
     if champion == entry.version:
         decision = GateDecision(True, "already the champion", decision.figures)
     record = {**asdict(decision), "version": entry.version, "champion": champion, "delta": delta}
-    atomic_write_bytes(registry.root / "decisions" / f"{entry.version}.json", json.dumps(record, indent=2).encode())
+    atomic_write_bytes(wd.decision(entry.version), json.dumps(record, indent=2).encode())
     if not decision.passed and registry.entry(entry.version).status != "rejected":
         registry.reject(entry.version, decision.reason)
     return registry.entry(entry.version), decision
@@ -44,7 +45,7 @@ def decide_challenger(workdir: Path, report: Path | None = None, delta: float = 
 def promote_if_accepted(workdir: Path, version: str) -> RegistryEntry:
     """Promote ``version`` when its recorded gate decision passed; otherwise leave the champion alone."""
     registry = Registry(workdir)
-    record = json.loads((registry.root / "decisions" / f"{version}.json").read_text())
+    record = json.loads(Workdir(workdir).decision(version).read_text())
     if not record["passed"]:
         return registry.entry(version)
     return registry.promote(version, f"gate passed: {record['reason']}")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserInputError
+from pipeline.evaluate.classes import is_positive, probability_column
 from pipeline.evaluate.weighted import bootstrap_weights, percentile_ci, weighted_auroc
 
 
@@ -38,7 +39,7 @@ def paired_auroc_difference(y: np.ndarray, p_challenger: np.ndarray, p_champion:
 
 
 def _aligned(challenger: pd.DataFrame, champion: pd.DataFrame, positive: str) -> pd.DataFrame:
-    column = f"prob_{positive}"
+    column = probability_column(positive)
     both = challenger[["scan_id", "patient_id", "label", column]].merge(
         champion[["scan_id", column]], on="scan_id", suffixes=("_challenger", "_champion"))
     if both.empty:
@@ -58,9 +59,10 @@ def gate_challenger(challenger_oof: pd.DataFrame, champion_oof: pd.DataFrame | N
     if champion_oof is None:
         return GateDecision(True, "no champion yet: the first model that passes the sanity checks becomes champion")
     both = _aligned(challenger_oof, champion_oof, positive)
-    y = (both["label"].astype(str) == positive).astype(int).to_numpy()
-    difference, ci = paired_auroc_difference(y, both[f"prob_{positive}_challenger"].to_numpy(),
-                                             both[f"prob_{positive}_champion"].to_numpy(), both["patient_id"].to_numpy(),
+    y = is_positive(both["label"], [positive])
+    column = probability_column(positive)
+    difference, ci = paired_auroc_difference(y, both[f"{column}_challenger"].to_numpy(),
+                                             both[f"{column}_champion"].to_numpy(), both["patient_id"].to_numpy(),
                                              n_resamples, seed)
     figures = {"auroc_difference": difference, "difference_ci": None if ci is None else list(ci), "delta": delta,
                "n_scans": len(both), "n_patients": int(both["patient_id"].nunique())}

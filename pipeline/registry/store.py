@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserInputError
+from pipeline.layout import ModelFiles, VersionFiles, Workdir
 from pipeline.locking import workdir_lock
 from pipeline.storage import atomic_write_bytes
 
@@ -39,35 +40,25 @@ class Registry:
     """Versions, the champion pointer and the history of one work folder."""
 
     def __init__(self, workdir: Path) -> None:
-        self.root = workdir / "registry"
         self.workdir = workdir
-
-    @property
-    def index_path(self) -> Path:
-        return self.root / "index.json"
-
-    @property
-    def history_path(self) -> Path:
-        return self.root / "history.jsonl"
-
-    def version_dir(self, version: str) -> Path:
-        return self.root / "versions" / version
+        self.files = Workdir(workdir)
+        self.root = self.files.registry
 
     def champion(self) -> str | None:
-        if not self.index_path.exists():
+        if not self.files.registry_index.exists():
             return None
-        return json.loads(self.index_path.read_text()).get("champion")
+        return json.loads(self.files.registry_index.read_text()).get("champion")
 
     def history(self) -> list[dict[str, Any]]:
-        if not self.history_path.exists():
+        if not self.files.registry_history.exists():
             return []
-        return [json.loads(line) for line in self.history_path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in self.files.registry_history.read_text().splitlines() if line.strip()]
 
     def _append(self, version: str, action: str, reason: str, **extra: Any) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "version": version,
+        line = json.dumps({"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "version": version,
                            "action": action, "reason": reason, **extra}) + "\n"
-        fd = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.files.registry_history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())  # one write on an O_APPEND file: lines never interleave
             os.fsync(fd)
@@ -82,57 +73,57 @@ class Registry:
     def _register(self, report: Path | None = None) -> RegistryEntry:
         """Store the work folder's current evaluation (fold models, metrics, OOF predictions, folds,
         sanity results, report) as a version. The same evaluation registers once."""
-        evaluation, saliency = self.workdir / "evaluation", self.workdir / "saliency"
-        if not (evaluation / "metrics.json").exists():
+        wd = self.files
+        if not wd.metrics.exists():
             raise UserInputError("nothing to register: no evaluation (run `scanlens evaluate` first)")
-        metrics = json.loads((evaluation / "metrics.json").read_text())
+        metrics = json.loads(wd.metrics.read_text())
         model_ids = [m["model_id"] for m in metrics["models"]]
         version = "v-" + hashlib.sha256(json.dumps([model_ids, metrics["settings"].get("folds_hash")]).encode()).hexdigest()[:12]
-        target = self.version_dir(version)
+        target = wd.version(version).root
         if target.exists():
             return self.entry(version)
-        staging = self.root / "versions" / f".{version}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / "models").mkdir(parents=True)
+        staging = VersionFiles(wd.version_staging(version))
+        shutil.rmtree(staging.root, ignore_errors=True)
+        staging.models.mkdir(parents=True)
         cards = []
         for model_id in model_ids:
-            source = self.workdir / "models" / model_id
-            (staging / "models" / model_id).mkdir()
-            for name in ("weights.pt", "model_card.json"):
-                shutil.copy2(source / name, staging / "models" / model_id / name)
-            cards.append(json.loads((source / "model_card.json").read_text()))
-        for name in ("metrics.json", "oof_predictions.parquet", "folds.parquet"):
-            shutil.copy2(evaluation / name, staging / name)
-        if (saliency / "sanity.json").exists():
-            shutil.copy2(saliency / "sanity.json", staging / "sanity.json")
+            source, copy = wd.model(model_id), staging.model(model_id)
+            copy.root.mkdir()
+            for name in ModelFiles.REGISTERED:
+                shutil.copy2(source.root / name, copy.root / name)
+            cards.append(json.loads(source.card.read_text()))
+        for name in Workdir.REGISTERED_EVALUATION:
+            shutil.copy2(wd.evaluation / name, staging.evaluation_file(name))
+        if wd.sanity.exists():
+            shutil.copy2(wd.sanity, staging.sanity)
         if report is not None:
-            shutil.copy2(report, staging / "report.pdf")
+            shutil.copy2(report, staging.report)
         record = {"version": version, "model_ids": model_ids, "dims": cards[0]["dims"],
                   "data_manifest_hashes": [c["training_data"]["manifest_hash"] for c in cards],
                   "folds_hash": metrics["settings"].get("folds_hash"), "operating_point": metrics["operating_point"],
                   "classes": metrics["classes"], "preprocessing": cards[0]["preprocessing"],
                   "oof_auroc": metrics["oof"]["auroc"], "oof_auroc_ci": metrics["oof"]["auroc_ci"],
                   "test_auroc": (metrics.get("test") or {}).get("auroc")}
-        (staging / "version.json").write_text(json.dumps(record, indent=2))
-        os.replace(staging, target)  # the version appears whole
+        staging.record.write_text(json.dumps(record, indent=2))
+        os.replace(staging.root, target)  # the version appears whole
         self._append(version, "registered", "evaluation stored")
         return self.entry(version)
 
     def entry(self, version: str) -> RegistryEntry:
-        path = self.version_dir(version) / "version.json"
+        path = self.files.version(version).record
         if not path.exists():
             raise UserInputError(f"no version {version} in {self.root}")
         record = json.loads(path.read_text())
         if self.champion() == version:
-            last = [h for h in self.history() if h["version"] == version and h["action"] == "promoted"]
-            return RegistryEntry(version, "champion", record, last[-1]["reason"] if last else None)
+            promotions = [h for h in self.history() if h["version"] == version and h["action"] == "promoted"]
+            return RegistryEntry(version, "champion", record, promotions[-1]["reason"] if promotions else None)
         events = [h for h in self.history() if h["version"] == version]
-        last = events[-1] if events else {"action": "registered", "reason": None}
+        last: dict[str, Any] = events[-1] if events else {"action": "registered", "reason": None}
         status = {"promoted": "retired"}.get(last["action"], last["action"])
         return RegistryEntry(version, status, record, last.get("reason"))
 
     def versions(self) -> list[RegistryEntry]:
-        folder = self.root / "versions"
+        folder = self.files.registry_versions
         if not folder.exists():
             return []
         return [self.entry(p.name) for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
@@ -149,7 +140,7 @@ class Registry:
         previous = self.champion()
         if previous == version:
             return self.entry(version)
-        atomic_write_bytes(self.index_path, json.dumps({"champion": version}).encode())
+        atomic_write_bytes(self.files.registry_index, json.dumps({"champion": version}).encode())
         if previous:
             self._append(previous, "retired", f"replaced by {version}")
         self._append(version, "promoted", reason)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.report.build import SECTIONS, Report, ReportSettings, build_report
+from pipeline.report.build import Report, build_report
+from pipeline.report.inputs import ReportSettings
+from pipeline.report.sections import SECTIONS
 
 __all__ = ["SECTIONS", "Report", "ReportSettings", "build_report"]

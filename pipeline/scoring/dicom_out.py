@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from pipeline.layout import Outbox
 from pipeline.storage import atomic_write
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def _content(scored: ScoredScan) -> hd.sr.ContainerContentItem:
                                       template_id=None)
     contains = hd.sr.RelationshipTypeValues.CONTAINS
     unitless = hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units")
-    root.ContentSequence = [
+    root.ContentSequence = hd.sr.ContentSequence([
         hd.sr.TextContentItem(name=codes.DCM.AlgorithmName, value="ScanLens ResNet-50 ensemble",
                               relationship_type=contains),
         hd.sr.TextContentItem(name=codes.DCM.AlgorithmVersion, value=scored.model_version, relationship_type=contains),
@@ -150,7 +151,7 @@ def _content(scored: ScoredScan) -> hd.sr.ContainerContentItem:
                               value=f"class {scored.decision}", relationship_type=contains),
         hd.sr.TextContentItem(name=_concept("disclaimer", "Intended use"), value=DISCLAIMER,
                               relationship_type=contains),
-    ]
+    ])
     return root
 
 
@@ -182,14 +183,14 @@ def make_overlay_sc(source: Dataset, rgb: np.ndarray, scored: ScoredScan, seed: 
 def write_score_outputs(outbox: Path, sources: list[Dataset], scored: ScoredScan, overlay_rgb: np.ndarray | None,
                         seed: bytes) -> ScoreOutputs:
     """Write the SR (and, given an overlay, the Secondary Capture) atomically into ``outbox``."""
-    stem = f"{scored.scan_id}_{scored.model_version}"
-    sr_path = outbox / f"{stem}_sr.dcm"
+    files = Outbox(outbox)
+    sr_path = files.sr(scored.scan_id, scored.model_version)
     sr = make_score_sr(sources, scored, seed)
     atomic_write(sr_path, lambda tmp: sr.save_as(tmp, enforce_file_format=True))
     sc_path = None
     if overlay_rgb is not None:
         sc = make_overlay_sc(sources[0], overlay_rgb, scored, seed)
-        sc_path = outbox / f"{stem}_sc.dcm"
+        sc_path = files.sc(scored.scan_id, scored.model_version)
         atomic_write(sc_path, lambda tmp: sc.save_as(tmp, enforce_file_format=True))
     log.info("wrote DICOM outputs for %s (%s)", scored.scan_id, "SR + SC" if sc_path else "SR")
     return ScoreOutputs(sr_path, sc_path)

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from pipeline.errors import UserInputError
+from pipeline.evaluate.classes import positive_class
 from pipeline.explain.attribution import attribute, importance
 from pipeline.explain.render import ScanOverlay
 from pipeline.inference import LoadedModel, load_model, predict_ensemble
+from pipeline.layout import Workdir
 from pipeline.locking import writes_workdir
 from pipeline.preprocess import preprocess_catalog
 from pipeline.registry import Registry
@@ -67,19 +69,9 @@ def load_champion(workdir: Path, device: str = "auto") -> Champion:
     if version is None:
         raise UserInputError(f"no champion in {registry.root}: promote a model version first")
     record = registry.entry(version).record
-    folder = registry.version_dir(version)
-    models = [load_model(folder / "models" / model_id, device) for model_id in record["model_ids"]]
+    folder = Workdir(workdir).version(version)
+    models = [load_model(folder.model(model_id).root, device) for model_id in record["model_ids"]]
     return Champion(version, models, float(record["operating_point"]["threshold"]), list(record["classes"]))
-
-
-def scores_table(workdir: Path) -> Path:
-    """``W/scoring/scores.parquet``."""
-    return workdir / "scoring" / "scores.parquet"
-
-
-def overlay_path(workdir: Path, scan_id: str, version: str) -> Path:
-    """Where the GradCAM overlay PNG of ``scan_id`` scored by ``version`` is written."""
-    return workdir / "scoring" / "overlays" / f"{scan_id}_{version}.png"
 
 
 @writes_workdir("score")
@@ -97,7 +89,8 @@ def score_scans(
     """
     champion = champion or load_champion(workdir)
     scan_root = scan_root or workdir
-    table_path = scores_table(workdir)
+    wd = Workdir(workdir)
+    table_path = wd.scores
     compatible = scans[scans["dims"].astype(int) == champion.dims]
     existing = read_parquet(table_path)
     done = set() if existing is None else set(existing.loc[existing["model_version"] == champion.version, "scan_id"])
@@ -112,7 +105,7 @@ def score_scans(
     clock = time.perf_counter()
     probabilities = predict_ensemble(champion.models, scan_root, index)
     seconds["inference"] = time.perf_counter() - clock
-    positive = champion.classes[-1]
+    positive = positive_class(champion.classes)
     p = probabilities[:, champion.models[0].classes.index(int(positive))]
     study = todo.set_index("scan_id")["study_id"]
     rows = pd.DataFrame({"scan_id": index["scan_id"], "patient_id": index["patient_id"],
@@ -122,7 +115,7 @@ def score_scans(
     clock = time.perf_counter()
     if overlays:
         catalog_rows = todo.set_index("scan_id")
-        for row, score in zip(index.itertuples(index=False), p):
+        for row, score in zip(index.itertuples(index=False), p, strict=True):
             _overlay(workdir, champion, row.scan_id, scan_root / row.cache_path,
                      scan_root / catalog_rows.loc[row.scan_id, "volume_path"], catalog_rows.loc[row.scan_id], float(score))
     seconds["overlays"] = time.perf_counter() - clock
@@ -130,7 +123,7 @@ def score_scans(
     if on_scored is not None:
         on_scored(rows)
     seconds["outputs"] = time.perf_counter() - clock
-    with file_lock(table_path.with_name(".scores.lock")):  # concurrent scoring runs append in turn
+    with file_lock(wd.scores_lock):  # concurrent scoring runs append in turn
         existing = read_parquet(table_path)
         table = rows if existing is None else pd.concat([existing, rows], ignore_index=True)
         table = table.drop_duplicates(["scan_id", "model_version"], keep="last")
@@ -143,10 +136,10 @@ def score_scans(
 def _overlay(workdir: Path, champion: Champion, scan_id: str, cache: Path, volume: Path, scan: pd.Series,
              p: float) -> None:
     x = torch.from_numpy(np.load(cache))[None]
-    target = champion.models[0].classes.index(int(champion.classes[-1]))
+    target = champion.models[0].classes.index(int(positive_class(champion.classes)))
     signed = np.mean([attribute(m.model, x.to(m.device.device), target, "gradcam").signed for m in champion.models], axis=0)
     pre = champion.models[0].preprocess
     overlay = ScanOverlay.load(volume, pre.effective(scan["modality"], int(scan["dims"])))
     title = f"p={p:.3f} (threshold {champion.threshold:.3f})\nGradCAM, model {champion.version}"
     png, _, _ = overlay.render(importance(signed, "gradcam"), title)
-    write_bytes_if_changed(overlay_path(workdir, scan_id, champion.version), png)
+    write_bytes_if_changed(Workdir(workdir).overlay(scan_id, champion.version), png)

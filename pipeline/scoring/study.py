@@ -21,17 +21,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.config import IngestConfig
 from pipeline.deid import load_secret
-from pipeline.ingest import ingest
+from pipeline.evaluate.classes import positive_class
+from pipeline.ingest import IngestConfig, ingest
+from pipeline.layout import Workdir
 from pipeline.locking import writes_workdir
 from pipeline.scoring.dicom_out import (
     ScoredScan,
     read_source_headers,
     write_score_outputs,
 )
-from pipeline.scoring.score import Champion, load_champion, overlay_path, score_scans
-from pipeline.storage import Workdir, read_parquet
+from pipeline.scoring.score import Champion, load_champion, score_scans
+from pipeline.storage import read_parquet
 
 log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -65,11 +66,6 @@ class StudyScoring:
         return reasons
 
 
-def intake_dir(workdir: Path, key: str) -> Path:
-    """``W/scoring/intake/<key>``: the work folder one inbox study is ingested into."""
-    return workdir / "scoring" / "intake" / key
-
-
 @writes_workdir("score")
 def score_study(
     workdir: Path, folder: Path, key: str, outbox: Path | None = None, secret: str | None = None,
@@ -81,13 +77,14 @@ def score_study(
     its GradCAM overlay. Re-running on an unchanged folder with the same champion does nothing.
     """
     champion = champion or load_champion(workdir)
-    seed = load_secret(secret, Workdir(workdir).secret_file)
-    intake = intake_dir(workdir, key)
+    wd = Workdir(workdir)
+    seed = load_secret(secret, wd.secret_file)
+    intake = wd.intake(key)
     clock = time.perf_counter()
-    result = ingest(IngestConfig(source=folder, workdir=intake, secret=seed.decode(), workers=workers))
+    result = ingest(IngestConfig(source=folder, workdir=intake.root, secret=seed.decode(), workers=workers))
     ingest_seconds = time.perf_counter() - clock
-    catalog = pd.read_parquet(intake / "catalog.parquet")
-    manifest = pd.read_parquet(intake / "ingest_manifest.parquet")
+    catalog = pd.read_parquet(intake.catalog)
+    manifest = pd.read_parquet(intake.manifest)
     written: list[Path] = []
     no_source = Counter[str]()
     failures: dict[str, str] = {}
@@ -103,11 +100,11 @@ def score_study(
                 no_source["nifti"] += 1
                 continue
             rgb = None
-            png = overlay_path(workdir, row.scan_id, champion.version)
+            png = wd.overlay(row.scan_id, champion.version)
             if overlays and png.exists():
                 rgb = np.asarray(Image.open(io.BytesIO(png.read_bytes())).convert("RGB"))
             scored = ScoredScan(row.scan_id, champion.version, float(row.probability), champion.threshold,
-                                str(row.decision), str(champion.classes[-1]))
+                                str(row.decision), positive_class(champion.classes))
             try:
                 out = write_score_outputs(outbox, read_source_headers(paths), scored, rgb, seed)
             except Exception as exc:  # noqa: BLE001 (one scan's odd headers must not stop the others' scores)
@@ -116,8 +113,8 @@ def score_study(
                 continue
             written.extend(p for p in (out.sr, out.sc) if p is not None)
 
-    scored = score_scans(workdir, catalog, champion, overlays, scan_root=intake, on_scored=write_outputs)
-    quarantine = read_parquet(intake / "quarantine.parquet")
+    scored = score_scans(workdir, catalog, champion, overlays, scan_root=intake.root, on_scored=write_outputs)
+    quarantine = read_parquet(intake.quarantine)
     reasons = dict(sorted(Counter(quarantine["reason"]).items())) if quarantine is not None else {}
     log.info("study %s: %d files, %d scans, %d scored, %d already scored, quarantined %s", key,
              result.n_source_files, len(catalog), len(scored.scores), scored.n_skipped, reasons)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.train.config import TrainConfig
+from pipeline.settings.train import TrainConfig
 from pipeline.train.trainer import TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "train"]

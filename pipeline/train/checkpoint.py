@@ -17,6 +17,7 @@ from pipeline.tensorfile import load_tensor_file
 
 def rng_state() -> dict[str, Any]:
     numpy_state = np.random.get_state()
+    assert isinstance(numpy_state, tuple)  # the legacy global generator is an MT19937: a tuple, never a dict
     return {
         "python": random.getstate(),
         "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],

@@ -21,5 +21,5 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
     auroc_axis.set_ylabel("AUROC")
     auroc_axis.set_ylim(0.0, 1.0)
     lines = loss_axis.get_lines() + auroc_axis.get_lines()
-    loss_axis.legend(lines, [line.get_label() for line in lines], loc="lower left", fontsize="small")
+    loss_axis.legend(lines, [str(line.get_label()) for line in lines], loc="lower left", fontsize="small")
     write_bytes_if_changed(path, png_bytes(figure))

@@ -74,10 +74,23 @@ def split_train_val(index: pd.DataFrame, val_fraction: float, seed: int) -> Spli
     return Split(pool.iloc[train_idx], pool.iloc[val_idx], "patient-grouped random split")
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What one training run learns from: the split, the classes (catalogue label values, in the
+    order of the output columns), the manifest hash of ``split`` (:func:`manifest_hash`), the
+    preprocessing config's hash, and the model id they (with the settings) hash to."""
+
+    model_id: str
+    split: Split
+    classes: list[int]
+    manifest_hash: str
+    preprocess_hash: str
+
+
 def manifest_hash(frames: list[pd.DataFrame]) -> str:
     """Hash of exactly which scans (by content) with which labels trained and validated a model."""
     digest = hashlib.sha256()
-    for name, frame in zip(("train", "val"), frames):
+    for name, frame in zip(("train", "val"), frames, strict=True):
         for row in frame.sort_values("scan_id").itertuples(index=False):
             digest.update(f"{name}|{row.scan_id}|{row.content_hash}|{row.label}\n".encode())
     return digest.hexdigest()

@@ -26,7 +26,7 @@ def _materialise(workdir: Path) -> dg.ExecuteInProcessResult:
         run_config=dg.RunConfig(ops={
             "cv_folds": CVFoldsConfig(),
             "fold_models": TrainedModelConfig(epochs=1, batch_size=4, weights="", augment=False),
-            "cv_evaluation": CVEvaluationConfig(n_resamples=200),
+            "cv_evaluation": CVEvaluationConfig(resamples=200),
         }),
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from assets.definitions import defs
 from assets.ingest import (
@@ -74,10 +75,17 @@ def test_no_phi_reaches_dagster_events(tmp_path: Path) -> None:
     assert [c for c in canaries if c in events] == []
 
 
-def test_launchpad_defaults_point_at_the_demo_studies() -> None:
-    project, config = ScanLensProject(), ScanCatalogConfig()
-    assert Path(config.source) == project.demo_source and Path(config.labels) == project.demo_labels
-    assert config.workdir == ""  # the `project` resource's work folder
+def test_launchpad_defaults_are_read_at_run_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = ScanCatalogConfig()
+    assert config.source == "" and config.labels == ""  # the demo studies, found through the project resource
+    assert "workdir" not in ScanCatalogConfig.model_fields  # the work folder comes from the resource only
+    project = ScanLensProject()
+    monkeypatch.setenv("SCANLENS_DEMO_ROOT", str(tmp_path / "demo"))
+    monkeypatch.delenv("SCANLENS_WORKDIR", raising=False)
+    assert project.demo_source == tmp_path / "demo" / "source"  # set after the resource was made: still followed
+    assert project.workdir_path == tmp_path / "demo" / "workdir"
+    monkeypatch.setenv("SCANLENS_WORKDIR", str(tmp_path / "w"))
+    assert project.workdir_path == tmp_path / "w"
 
 
 def test_a_missing_source_fails_the_step_once_with_the_message(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import dagster as dg
 from assets.definitions import defs
 from assets.operations import GateConfig, champion_model, model_version
 from assets.resources import ScanLensProject
+from pipeline.layout import Workdir
 from pipeline.registry import Registry
 
 
@@ -27,9 +28,10 @@ def test_schedule_targets_train_and_evaluate_stopped_weekly_over_every_fold() ->
     dg.Definitions.validate_loadable(defs)
 
 
-def _materialise(workdir: Path) -> dg.ExecuteInProcessResult:
+def _materialise(workdir: Path, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
     return dg.materialize([model_version, champion_model], resources={"project": ScanLensProject(workdir=str(workdir))},
-                          run_config=dg.RunConfig(ops={"model_version": GateConfig(n_resamples=200)}), raise_on_error=False)
+                          run_config=dg.RunConfig(ops={"model_version": GateConfig(n_resamples=200)}),
+                          instance=instance, raise_on_error=False)
 
 
 def _copy(source: Path, target: Path, sanity_passed: bool) -> Path:
@@ -49,6 +51,7 @@ def test_first_model_passing_sanity_becomes_champion(reported_workdir: tuple[Pat
     assert check.passed and "no champion yet" in check.description
     registry = Registry(workdir)
     assert registry.champion() is not None and registry.entry(registry.champion()).status == "champion"
+    assert not Workdir(workdir).version(registry.champion()).report.exists()  # no report materialisation recorded
     again = _materialise(workdir)  # the same evaluation again: still the champion, nothing duplicated
     assert again.success and len(registry.versions()) == 1
 
@@ -64,3 +67,18 @@ def test_challenger_failing_a_sanity_check_is_rejected_with_its_reason(reported_
     assert registry.champion() is None
     (entry,) = registry.versions()
     assert entry.status == "rejected" and "sanity check failed" in entry.reason
+
+
+def test_the_version_keeps_the_report_the_report_asset_recorded(reported_workdir: tuple[Path, dict],
+                                                                tmp_path: Path) -> None:
+    """Not the newest PDF by file time: the one the latest interpretability_report materialisation named."""
+    workdir = _copy(reported_workdir[0], tmp_path / "w", sanity_passed=True)
+    wd = Workdir(workdir)
+    (recorded,) = wd.reports.glob("*.pdf")
+    wd.report("ffffffffffff").write_bytes(b"%PDF-1.4 written later, never recorded")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="interpretability_report", metadata={"pdf": dg.MetadataValue.path(str(recorded))}))
+    assert _materialise(workdir, instance).success
+    (entry,) = Registry(workdir).versions()
+    assert wd.version(entry.version).report.read_bytes() == recorded.read_bytes()

@@ -16,6 +16,7 @@ from assets.definitions import defs
 from assets.resources import PseudonymSecret, ScanLensProject
 from assets.scoring import INBOX_STUDIES, ScoringInbox, inbox_sensor, scan_scores
 from pipeline.deid import Pseudonymizer
+from pipeline.layout import Workdir
 from pipeline.registry import Registry
 from tests.conftest import make_inbox
 
@@ -130,9 +131,9 @@ def test_scan_scores_is_idempotent_and_rescores_after_a_promotion(champion_workd
         registry = Registry(workdir)
         old = registry.champion()
         new = "v-challenger0001"
-        shutil.copytree(registry.version_dir(old), registry.version_dir(new))
-        record = json.loads((registry.version_dir(new) / "version.json").read_text())
-        (registry.version_dir(new) / "version.json").write_text(json.dumps({**record, "version": new}))
+        shutil.copytree(Workdir(workdir).version(old).root, Workdir(workdir).version(new).root)
+        record = json.loads(Workdir(workdir).version(new).record.read_text())
+        Workdir(workdir).version(new).record.write_text(json.dumps({**record, "version": new}))
         registry.promote(new, "test promotion")
         third = _score(instance, resources, key)
         meta = {k: v.value for k, v in third.asset_materializations_for_node("scan_scores")[0].metadata.items()}

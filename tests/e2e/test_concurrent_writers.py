@@ -141,9 +141,8 @@ def _assert_same_catalogue(workdir: Path, reference: Path) -> None:
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Source]:
     """Two different labelled sources, and each one ingested alone (the expected end states)."""
-    from pipeline.config import IngestConfig
     from pipeline.demo import DemoArchive, prepare_demo_source
-    from pipeline.ingest import ingest
+    from pipeline.ingest import IngestConfig, ingest
 
     root = tmp_path_factory.mktemp("concurrent_sources")
     data = REPO / "data" / "demo"

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from pipeline.config import IngestConfig
 from pipeline.demo import DemoArchive, prepare_demo_source
-from pipeline.ingest import ingest
+from pipeline.ingest import IngestConfig, ingest
 from tests.conftest import REPO, explain_and_report
 from tests.phi_canaries import find_canaries, plant_into_existing
 

@@ -42,7 +42,7 @@ FOLDS = 2
 TINY_RUN_CONFIG = {"ops": {
     "demo_studies": {"config": {"breast_limit": 8, "adrenal_limit": 2}},
     "fold_models": {"config": {"epochs": 1, "batch_size": 4, "weights": "", "augment": False, "input_size": 32}},
-    "cv_evaluation": {"config": {"n_resamples": 200}},
+    "cv_evaluation": {"config": {"resamples": 200}},
     "saliency_maps": {"config": {"ig_steps": 8, "sanity_cases": 1, "occlusion_window": 8, "occlusion_stride": 8}},
     "model_version": {"config": {"n_resamples": 200}},
 }}

@@ -10,9 +10,15 @@ import pydicom
 import pytest
 from pydicom.datadict import tag_for_keyword
 
-from pipeline.config import IngestConfig
-from pipeline.deid import ALLOWED_ATTRIBUTES, DEMOGRAPHIC_ATTRIBUTES, Pseudonymizer, load_secret
-from pipeline.ingest import ingest
+from pipeline.deid import (
+    ALLOWED_ATTRIBUTES,
+    DEMOGRAPHIC_ATTRIBUTES,
+    Pseudonymizer,
+    deidentify,
+    load_secret,
+)
+from pipeline.ingest import IngestConfig, ingest
+from pipeline.io.dicom import read_dicom
 from tests.dicom_factory import write_series, z_positions
 from tests.phi_canaries import annex_e_tags, find_canaries, plant_canaries
 
@@ -40,6 +46,35 @@ def test_secret_comes_from_config_then_environment_then_a_key_file(tmp_path: Pat
     created = load_secret(None, key_file)
     assert len(created) == 64 and key_file.stat().st_mode & 0o077 == 0
     assert load_secret(None, key_file) == created
+
+
+def test_a_deidentified_instance_carries_pseudonyms_not_identifiers(tmp_path: Path) -> None:
+    [path] = write_series(tmp_path, z_positions(1), patient_id="MRN-12345",
+                          mutate=lambda ds, k: setattr(ds, "PatientSex", "F"))
+    pseudo = Pseudonymizer(b"k")
+    header = read_dicom(path.read_bytes())
+    instance = deidentify(header, "a/b.dcm", pseudo, keep_demographics=False)
+    ds = pydicom.dcmread(path)
+    assert instance.patient_id == pseudo.patient("MRN-12345")
+    assert instance.study_id == pseudo.study(ds.StudyInstanceUID)
+    assert instance.series_id == pseudo.series(ds.SeriesInstanceUID)
+    assert instance.instance_key == pseudo.scan(f"instance|{ds.SOPInstanceUID}")
+    assert instance.image is header.image and instance.modality == "CT" and "PatientSex" not in instance.metadata
+    assert "MRN-12345" not in repr(instance) and ds.SeriesInstanceUID not in repr(instance)
+    assert deidentify(header, "a/b.dcm", pseudo, keep_demographics=True).metadata["PatientSex"] == "F"
+
+
+def test_a_file_without_uids_is_its_own_study_series_and_instance(tmp_path: Path) -> None:
+    def strip(ds: pydicom.Dataset, k: int) -> None:
+        del ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+
+    [path] = write_series(tmp_path, z_positions(1), mutate=strip)
+    pseudo = Pseudonymizer(b"k")
+    instance = deidentify(read_dicom(path.read_bytes()), "x/y.dcm", pseudo, keep_demographics=False)
+    assert instance.patient_id is None
+    assert instance.study_id == pseudo.study("no-study:x/y.dcm")
+    assert instance.series_id == pseudo.series("no-series:x/y.dcm")
+    assert instance.instance_key == pseudo.scan("instance|x/y.dcm")
 
 
 def test_phi_canaries_never_leave_ingest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

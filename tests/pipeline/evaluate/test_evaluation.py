@@ -16,8 +16,8 @@ import pytest
 
 from pipeline.errors import UserInputError
 from pipeline.evaluate import CVSettings, EvaluationSettings, cross_validate, evaluate_cv, make_folds
-from pipeline.evaluate.crossval import fold_dir
 from pipeline.evaluate.splits import TEST
+from pipeline.layout import Workdir
 from pipeline.preprocess import AugmentConfig, PreprocessConfig
 from pipeline.train import TrainConfig
 
@@ -54,10 +54,10 @@ def _workdir(tmp_path: Path, classes: int = 2, n_patients: int = 160, seed: int 
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         for c in range(classes):
             table[f"prob_{c}"] = probs[:, c]
-        target = fold_dir(workdir, k)
-        target.mkdir(parents=True)
-        table.to_parquet(target / "predictions.parquet")
-        (target / "fold.json").write_text(json.dumps({
+        target = Workdir(workdir).fold(k)
+        target.root.mkdir(parents=True)
+        table.to_parquet(target.predictions)
+        target.record.write_text(json.dumps({
             "fold": k, "model_id": f"m{k}", "folds_hash": folds.folds_hash, "settings_hash": "s",
             "classes": [str(c) for c in range(classes)], "best_val_auroc": 0.8}))
     return workdir
@@ -88,7 +88,7 @@ def test_operating_point_ignores_the_test_set(tmp_path: Path) -> None:
     before = evaluate_cv(workdir, FAST).metrics
     rng = np.random.default_rng(9)
     for k in range(3):  # perturb only the held-out test rows: probabilities and labels
-        path = fold_dir(workdir, k) / "predictions.parquet"
+        path = Workdir(workdir).fold(k).predictions
         table = pd.read_parquet(path)
         test = table["role"] == "test"
         table.loc[test, "prob_1"] = rng.random(int(test.sum()))
@@ -133,7 +133,7 @@ def test_subgroups_report_n_and_flag_the_too_small(tmp_path: Path) -> None:
 
 def test_stale_or_missing_fold_models_are_reported(tmp_path: Path) -> None:
     workdir = _workdir(tmp_path)
-    shutil.rmtree(fold_dir(workdir, 1))
+    shutil.rmtree(Workdir(workdir).fold(1).root)
     with pytest.raises(UserInputError, match="fold 1 has no model"):
         evaluate_cv(workdir, FAST)
     workdir2 = _workdir(tmp_path / "again")

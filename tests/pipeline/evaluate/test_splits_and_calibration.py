@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import UserInputError
 from pipeline.evaluate.calibration import calibration
-from pipeline.evaluate.splits import TEST, assign_folds, check_folds
+from pipeline.evaluate.splits import TEST, FoldProblem, assign_folds, check_folds
 
 
 def _scans(sizes: list[int], labels: list[int], with_test_split: bool) -> pd.DataFrame:
@@ -33,7 +33,7 @@ def test_no_patient_is_ever_on_both_sides(sizes: list[int], seed: int, k: int, w
     folds = assign_folds(_scans(sizes, labels, with_test_split), n_folds=k, seed=seed)
     assert folds.groupby("patient_id")["fold"].nunique().max() == 1
     assert set(folds["fold"]) <= {TEST, *range(k)} and (folds["fold"] == TEST).any()
-    assert not [p for p in check_folds(folds) if p.startswith("error")]
+    assert not [p for p in check_folds(folds) if p.severity == "error"]
 
 
 def test_catalogue_test_split_is_held_out_and_folds_are_seeded() -> None:
@@ -46,8 +46,9 @@ def test_catalogue_test_split_is_held_out_and_folds_are_seeded() -> None:
 def test_check_reports_leaks_and_missing_classes() -> None:
     folds = pd.DataFrame({"patient_id": ["a", "a", "b", "c"], "fold": [0, 1, 1, 0], "label": [1, 1, 1, 0]})
     problems = check_folds(folds)
-    assert any(p.startswith("error: 1 patient") for p in problems)
-    assert any("fold 1 has no scan of class(es) [0]" in p for p in problems)
+    assert any(p.severity == "error" and str(p).startswith("error: 1 patient") for p in problems)
+    assert any(p.severity == "warning" and "fold 1 has no scan of class(es) [0]" in p.message for p in problems)
+    assert [FoldProblem.parse(str(p)) for p in problems] == problems
     with pytest.raises(UserInputError):
         assign_folds(_scans([1, 1, 1], [0, 1, 0], False), n_folds=5)
 

@@ -12,7 +12,8 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from pipeline.explain.attribution import METHODS, AttributionConfig, attribute, auto_internal_batch_size, method_explainer
+from pipeline.explain.attribution import AttributionConfig, attribute, auto_internal_batch_size, method_explainer
+from pipeline.settings.explain import METHODS
 from pipeline.explain.sanity import deletion_curve, randomisation_check
 from pipeline.models import build_classifier
 from pipeline.preprocess import PreprocessConfig
@@ -20,7 +21,7 @@ from pipeline.preprocess import PreprocessConfig
 
 def _model(dims: int, size: int) -> nn.Module:
     torch.manual_seed(0)
-    return build_classifier(2, PreprocessConfig(dims=dims, input_size=(size,) * dims)).eval()
+    return build_classifier(2, PreprocessConfig(dims=dims, input_size=(size,) * dims)).network.eval()
 
 
 @pytest.mark.parametrize(("dims", "size"), [(2, 32), (3, 16)])
@@ -80,7 +81,7 @@ from pipeline.explain.attribution import AttributionConfig, attribute
 from pipeline.models import build_classifier
 from pipeline.preprocess import PreprocessConfig
 torch.set_num_threads(2)
-model = build_classifier(2, PreprocessConfig(dims=3, input_size=(64, 64, 64))).eval()
+model = build_classifier(2, PreprocessConfig(dims=3, input_size=(64, 64, 64))).network.eval()
 x = torch.rand(1, 1, 64, 64, 64)
 def rss():
     return int(open('/proc/self/statm').read().split()[1]) * 4096

@@ -13,9 +13,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from pipeline.evaluate.crossval import fold_dir
 from pipeline.explain.attribution import AttributionConfig
 from pipeline.explain.run import ExplainSettings, explain
+from pipeline.layout import Workdir
 from pipeline.models import build_classifier
 from pipeline.preprocess import PreprocessConfig, preprocess_catalog
 from pipeline.train.checkpoint import save_checkpoint
@@ -25,15 +25,15 @@ def _fake_evaluation(workdir: Path, pre: PreprocessConfig) -> None:
     """One random-init 3D model with a card, as fold 0 of a 1-fold evaluation whose OOF predictions
     are made up (the selection logic does not care where they came from)."""
     torch.manual_seed(0)
-    model = build_classifier(2, pre)
+    model = build_classifier(2, pre).network
     model_dir = workdir / "models" / "resnet50-3d-test"
     model_dir.mkdir(parents=True)
     save_checkpoint(model_dir / "weights.pt", model.state_dict())
     card = {"model_id": "resnet50-3d-test", "class_names": ["0", "1"], "preprocessing": {"config": asdict(pre)},
             "hyperparameters": {"inflation": "average", "depth_kernel": 3}}
     (model_dir / "model_card.json").write_text(json.dumps(card))
-    fold_dir(workdir, 0).mkdir(parents=True)
-    (fold_dir(workdir, 0) / "fold.json").write_text(json.dumps({"model_id": "resnet50-3d-test"}))
+    Workdir(workdir).fold(0).root.mkdir(parents=True)
+    Workdir(workdir).fold(0).record.write_text(json.dumps({"model_id": "resnet50-3d-test"}))
     catalog = pd.read_parquet(workdir / "catalog.parquet")
     scans = catalog[catalog["dims"] == 3]
     rng = np.random.default_rng(0)

@@ -56,7 +56,7 @@ def test_marker_at_left_anterior_superior_shows_on_those_sides(tmp_path: Path, o
 def test_map_back_onto_the_scan_grid_keeps_the_affine(tmp_path: Path) -> None:
     affine = np.diag([0.8, 0.8, 2.0, 1.0])
     path = _phantom(tmp_path, affine)
-    params = {"dims": 3, "input_size": [8, 12, 10], "spacing": None}
+    params = {"dims": 3, "input_size": [8, 12, 10], "spacing": None, "intensity": "minmax"}
     data = np.asarray(nib.load(str(path)).dataobj)
     model_space = np.transpose(data, (2, 1, 0))  # (S, A, R), as the 3D model sees it
     small = torch.nn.functional.interpolate(torch.from_numpy(model_space)[None, None], size=(8, 12, 10), mode="trilinear")[0, 0]

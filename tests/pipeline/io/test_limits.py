@@ -14,16 +14,16 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from pipeline.deid import Pseudonymizer
 from pipeline.errors import QuarantineError, QuarantineReason
-from pipeline.io.dicom import decode_frames, parse_dicom
+from pipeline.io.dicom import DicomImage, read_dicom
+from pipeline.io.dicom_pixels import decode_frames
 from pipeline.io.limits import ReadLimits
 from pipeline.io.nifti import read_nifti
 from tests.dicom_factory import write_series, z_positions
 
 
-def _parse(data: bytes, limits: ReadLimits | None = None):  # type: ignore[no-untyped-def]
-    return parse_dicom(data, "f.dcm", Pseudonymizer(b"k"), False, False, limits)
+def _parse(data: bytes, limits: ReadLimits | None = None) -> DicomImage:
+    return read_dicom(data, limits).image
 
 
 def _reason(data: bytes, limits: ReadLimits | None = None) -> QuarantineReason:

@@ -24,27 +24,31 @@ def _fake_imagenet(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_stem_is_torchvision_like_and_keys_match() -> None:
-    model = build_resnet50(num_classes=2)
+    built = build_resnet50(num_classes=2)
+    model = built.network
     assert model.conv1.stride == (2, 2) and model.conv1.kernel_size == (7, 7)
-    assert len(model.state_dict()) == 320 and model.weights_source.kind == "random-init"
+    assert len(model.state_dict()) == 320 and built.weights_source.kind == "random-init"
+    assert (built.dims, built.num_classes, built.in_channels, built.inflation) == (2, 2, 1, None)
+    assert not built.pretrained and not hasattr(model, "weights_source")  # the record, not the module, says how
 
 
 def test_shapes_at_224_on_the_meta_device() -> None:
     with torch.device("meta"):
-        model = build_resnet50(num_classes=3)
+        model = build_resnet50(num_classes=3).network
         assert model(torch.empty(2, 1, 224, 224)).shape == (2, 3)
 
 
 def test_weights_load_by_name_with_rgb_summed_for_one_channel(tmp_path: Path) -> None:
     state = _fake_imagenet(tmp_path / "resnet50.pth")
-    model = build_resnet50(num_classes=2, in_channels=1, weights=str(tmp_path / "resnet50.pth"))
-    loaded = model.state_dict()
+    built = build_resnet50(num_classes=2, in_channels=1, weights=str(tmp_path / "resnet50.pth"))
+    loaded = built.network.state_dict()
     torch.testing.assert_close(loaded["conv1.weight"], state["conv1.weight"].sum(dim=1, keepdim=True))
     torch.testing.assert_close(loaded["layer3.4.conv2.weight"], state["layer3.4.conv2.weight"])
     assert loaded["fc.weight"].shape == (2, 2048)  # a new head
-    assert model.weights_source.kind == "imagenet-file" and len(model.weights_source.sha256) == 64
+    assert built.weights_source.kind == "imagenet-file" and len(built.weights_source.sha256 or "") == 64
+    assert built.pretrained
     rgb = build_resnet50(num_classes=2, in_channels=3, weights=str(tmp_path / "resnet50.pth"))
-    torch.testing.assert_close(rgb.state_dict()["conv1.weight"], state["conv1.weight"])
+    torch.testing.assert_close(rgb.network.state_dict()["conv1.weight"], state["conv1.weight"])
 
 
 def test_a_missing_key_is_an_error_not_a_partial_load(tmp_path: Path) -> None:

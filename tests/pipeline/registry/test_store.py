@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import UserInputError
+from pipeline.layout import Workdir
 from pipeline.registry import Registry
 
 
@@ -32,7 +33,7 @@ def test_register_promote_reject_and_history(tmp_path: Path) -> None:
     _evaluated(tmp_path, "one")
     first = registry.register()
     assert registry.register().version == first.version  # the same evaluation registers once
-    assert (registry.version_dir(first.version) / "models" / "resnet50-2d-one" / "weights.pt").exists()
+    assert Workdir(tmp_path).version(first.version).model("resnet50-2d-one").weights.exists()
     assert first.status == "registered" and registry.champion() is None
     with pytest.raises(UserInputError, match="reason"):
         registry.promote(first.version, " ")

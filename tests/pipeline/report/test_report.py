@@ -13,6 +13,7 @@ from pypdf import PdfReader
 from pipeline.explain.run import explain
 from pipeline.report import SECTIONS, build_report
 from pipeline.report.claim import CLAIM_2024, NOT_AVAILABLE
+from pipeline.report.sections import BUILDERS, selection_text
 from tests.conftest import requires_poppler
 
 
@@ -61,3 +62,11 @@ def test_sanity_json_cases_and_idempotent_reruns(reported_workdir: tuple[Path, d
     assert not again.computed
     stamp = outputs["report"].path.stat().st_mtime_ns
     assert build_report(workdir).path.stat().st_mtime_ns == stamp
+
+
+def test_every_section_has_a_builder_and_model_selection_names_its_metric() -> None:
+    assert len(BUILDERS) == len(SECTIONS)
+    by_auroc = [{"validation": {"selection_metric": "val_auroc"}}, {"validation": {}}]  # older cards name no metric
+    assert selection_text(by_auroc).startswith("best validation AUROC on a patient-grouped")
+    by_loss = [*by_auroc, {"validation": {"selection_metric": "neg_val_loss"}}]
+    assert "lowest validation loss" in selection_text(by_loss)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import UserInputError
+from pipeline.layout import Workdir
 from pipeline.registry import Registry
 from pipeline.scoring import score_scans
 
@@ -40,9 +41,9 @@ def test_scores_are_idempotent_and_follow_the_champion(reported_workdir: tuple[P
     assert again.scores.empty and again.n_skipped == 4 and result.table.stat().st_mtime_ns == stamp
     # a new champion scores the same scans again; the old rows stay for audit
     second = "v-second000000"
-    shutil.copytree(registry.version_dir(first.version), registry.version_dir(second))
-    record = json.loads((registry.version_dir(second) / "version.json").read_text())
-    (registry.version_dir(second) / "version.json").write_text(json.dumps({**record, "version": second}))
+    shutil.copytree(Workdir(workdir).version(first.version).root, Workdir(workdir).version(second).root)
+    record = json.loads(Workdir(workdir).version(second).record.read_text())
+    Workdir(workdir).version(second).record.write_text(json.dumps({**record, "version": second}))
     registry.promote(second, "test promotion")
     rescored = score_scans(workdir, new, overlays=False)
     assert len(rescored.scores) == 4 and (rescored.scores["model_version"] == second).all()

@@ -3,7 +3,9 @@ an exact resume in a new process."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -17,7 +19,8 @@ from pipeline.errors import UserInputError
 from pipeline.preprocess import AugmentConfig, PreprocessConfig
 from pipeline.train import TrainConfig, train
 from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.trainer import WarmupCosine
+from pipeline.train.loop import WarmupCosine
+from pipeline.train.progress import Progress
 
 PRE_2D = PreprocessConfig(dims=2, input_size=(32, 32))
 
@@ -32,7 +35,7 @@ def test_warmup_then_cosine() -> None:
     schedule = WarmupCosine(warmup_steps=4, total_steps=20)
     values = [schedule(s) for s in range(21)]
     assert values[0] == 0.25 and values[3] == 1.0 and values[4] == 1.0
-    assert all(a >= b for a, b in zip(values[4:], values[5:])) and values[20] == 0.0
+    assert all(a >= b for a, b in itertools.pairwise(values[4:])) and values[20] == 0.0
 
 
 def test_training_writes_weights_card_and_history(tiny_workdir: Path, tmp_path: Path) -> None:
@@ -45,7 +48,10 @@ def test_training_writes_weights_card_and_history(tiny_workdir: Path, tmp_path: 
     assert card["training_data"]["split"] == "catalogue" and len(card["training_data"]["manifest_hash"]) == 64
     assert card["preprocessing"]["config"]["input_size"] == [32, 32] and card["git_sha"]
     assert {"torch", "monai"} <= set(card["library_versions"])
-    assert 0.0 <= card["validation"]["best_auroc"] <= 1.0
+    validation = card["validation"]
+    assert validation["selection_metric"] == "val_auroc" and 0.0 <= validation["best_auroc"] <= 1.0
+    assert validation["best_value"] == validation["best_auroc"]
+    assert validation["best_auroc"] == result.history[validation["best_epoch"] - 1]["val_auroc"]
     checkpoint = load_checkpoint(result.model_dir / "checkpoint.pt")
     assert checkpoint["loop"]["step"] == 2 * 1  # 12 images, batch 8 -> 2 batches, 2 per optimiser step
     state = torch.load(result.model_dir / "weights.pt", weights_only=True)
@@ -80,7 +86,7 @@ def test_head_only_epochs_leave_the_backbone_untouched(tiny_workdir: Path, tmp_p
     from pipeline.models import build_resnet50
 
     torch.manual_seed(0)
-    initial = build_resnet50(2).state_dict()
+    initial = build_resnet50(2).network.state_dict()
     trained = load_checkpoint(result.model_dir / "checkpoint.pt")["model"]
     assert torch.equal(trained["layer2.0.conv1.weight"], initial["layer2.0.conv1.weight"])
     assert not torch.equal(trained["fc.weight"], initial["fc.weight"])
@@ -112,3 +118,31 @@ def test_without_splits_validation_is_patient_grouped(tiny_workdir: Path, tmp_pa
     catalog.to_parquet(workdir / "catalog.parquet")
     result = train(workdir, TrainConfig(epochs=1, batch_size=8, val_fraction=0.25), PRE_2D)
     assert result.card["training_data"]["split"] == "patient-grouped random split"
+
+
+def test_a_one_class_validation_set_selects_on_loss_and_says_so(tiny_workdir: Path, tmp_path: Path) -> None:
+    workdir = _copy(tiny_workdir, tmp_path)
+    catalog = pd.read_parquet(workdir / "catalog.parquet")
+    val = (catalog["split"] == "val") & (catalog["dims"] == 2)
+    catalog[~val | (catalog["label"] == catalog.loc[val, "label"].iloc[0])].to_parquet(workdir / "catalog.parquet")
+    result = train(workdir, TrainConfig(epochs=2, batch_size=8, deterministic=True), PRE_2D, AugmentConfig(enabled=False))
+    validation = result.card["validation"]
+    assert all(math.isnan(h["val_auroc"]) for h in result.history)
+    best = result.history[validation["best_epoch"] - 1]
+    assert validation["selection_metric"] == "neg_val_loss" and validation["best_auroc"] is None
+    assert validation["best_value"] == -best["val_loss"] == -min(h["val_loss"] for h in result.history)
+
+
+def test_progress_names_its_metric_and_reads_old_checkpoints() -> None:
+    old = {"epoch": 2, "step": 4, "best_auroc": -0.5, "best_epoch": 2, "bad_epochs": 0,
+           "history": [{"epoch": 1, "val_loss": 0.7, "val_auroc": math.nan}, {"epoch": 2, "val_loss": 0.5, "val_auroc": math.nan}]}
+    state = Progress.from_dict(old)
+    assert (state.best_score, state.selection_metric, state.best_auroc) == (-0.5, "neg_val_loss", None)
+    assert state.as_dict()["best_score"] == -0.5 and "best_auroc" not in state.as_dict()
+    fresh = Progress()
+    assert (fresh.selection_metric, fresh.best_value, fresh.best_auroc) == (None, None, None)
+    assert fresh.observe({"epoch": 1, "val_loss": 0.7, "val_auroc": 0.6})
+    assert not fresh.observe({"epoch": 2, "val_loss": 0.5, "val_auroc": 0.55})
+    assert (fresh.epoch, fresh.best_epoch, fresh.bad_epochs, fresh.selection_metric, fresh.best_auroc) == (
+        2, 1, 1, "val_auroc", 0.6)
+    assert fresh.finished(epochs=5, patience=1) and fresh.early_stopped(epochs=5, patience=1)

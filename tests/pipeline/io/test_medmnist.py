@@ -10,11 +10,10 @@ import pandas as pd
 import pydicom
 import pytest
 
-from pipeline.config import IngestConfig
 from pipeline.errors import UserInputError
-from pipeline.ingest import ingest
+from pipeline.ingest import IngestConfig, ingest
+from pipeline.ingest.labels import read_labels
 from pipeline.io.medmnist import import_medmnist
-from pipeline.labels import read_labels
 
 
 def _tiny_npz(path: Path, dims: int, label_shape: str = "flat") -> Path:

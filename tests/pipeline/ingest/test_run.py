@@ -11,10 +11,10 @@ import pandas as pd
 import pydicom
 import pytest
 
-import pipeline.assemble
-from pipeline.config import IngestConfig
+import pipeline.ingest.build
+import pipeline.ingest.probe
 from pipeline.errors import QuarantineReason, UserInputError
-from pipeline.ingest import ingest
+from pipeline.ingest import IngestConfig, ingest
 from pipeline.storage import atomic_write_bytes
 from tests.conftest import DICOM_DATA, requires_shared
 from tests.dicom_factory import write_series, z_positions
@@ -92,7 +92,7 @@ def test_new_changed_and_removed_files_update_only_their_scans(tmp_path: Path) -
     assert result.n_scans == 3 and result.n_probed == 2 and result.n_volumes_written == 1
     assert volume_b.stat().st_mtime_ns == mtime_b
 
-    slice_a = sorted((src / "a").iterdir())[0]  # change one slice's pixels
+    slice_a = min((src / "a").iterdir())  # change one slice's pixels
     ds = pydicom.dcmread(slice_a)
     ds.PixelData = (ds.pixel_array + 7).astype(np.int16).tobytes()
     ds.save_as(slice_a)
@@ -102,7 +102,7 @@ def test_new_changed_and_removed_files_update_only_their_scans(tmp_path: Path) -
     assert result.n_volumes_written == 1 and rows.loc[volume_a.name.split(".")[0], "content_hash"] != old_hash
     assert volume_b.stat().st_mtime_ns == mtime_b
 
-    sorted((src / "b").iterdir())[-1].unlink()  # drop the top slice of series b
+    max((src / "b").iterdir()).unlink()  # drop the top slice of series b
     ingest(IngestConfig(source=src, workdir=w))
     catalog = pd.read_parquet(w / "catalog.parquet")
     manifest = pd.read_parquet(w / "ingest_manifest.parquet")
@@ -134,7 +134,7 @@ def test_parallel_and_serial_ingest_agree(tmp_path: Path) -> None:
 def test_a_crash_mid_run_leaves_no_partial_file_and_the_rerun_completes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _two_series(tmp_path / "src")
     write_series(tmp_path / "src" / "c", z_positions(3))
-    real_write = pipeline.assemble.write_volume
+    real_write = pipeline.ingest.build.write_volume
     calls = []
 
     def crash_on_second(path: Path, volume) -> None:
@@ -143,14 +143,14 @@ def test_a_crash_mid_run_leaves_no_partial_file_and_the_rerun_completes(tmp_path
             raise OSError("disk full")
         real_write(path, volume)
 
-    monkeypatch.setattr(pipeline.assemble, "write_volume", crash_on_second)
+    monkeypatch.setattr(pipeline.ingest.build, "write_volume", crash_on_second)
     with pytest.raises(OSError):
         ingest(IngestConfig(source=tmp_path / "src", workdir=tmp_path / "w", workers=1))
     leftovers = [p.name for p in (tmp_path / "w").rglob("*") if ".tmp" in p.name]
     assert leftovers == [] and not (tmp_path / "w" / "catalog.parquet").exists()
     kept = len(list((tmp_path / "w" / "volumes").glob("*.nii")))
     assert kept == 2  # the other scans' volumes were written; the failed one is not there
-    monkeypatch.setattr(pipeline.assemble, "write_volume", real_write)
+    monkeypatch.setattr(pipeline.ingest.build, "write_volume", real_write)
     result = ingest(IngestConfig(source=tmp_path / "src", workdir=tmp_path / "w", workers=1))
     assert result.n_scans == 3 and result.n_volumes_written == 1  # the volumes written before the failure are reused
 
@@ -246,23 +246,20 @@ def test_a_file_that_crashes_or_hangs_its_worker_is_quarantined_and_the_run_goes
     import signal
     import time
 
-    from pipeline.parallel import WorkerLimits
-
     write_series(tmp_path / "src" / "ok", z_positions(3), patient_id="P1")
     write_series(tmp_path / "src" / "bad", z_positions(1), patient_id="P2", names=["crash.dcm"])
     write_series(tmp_path / "src" / "slow", z_positions(1), patient_id="P3", names=["hang.dcm"])
-    real_parse = pipeline.assemble.parse_dicom
+    real_deidentify = pipeline.ingest.probe.deidentify
 
-    def misbehaving_parse(data: bytes, relpath: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def misbehaving_deidentify(header, relpath: str, *args, **kwargs):  # type: ignore[no-untyped-def]
         if relpath.endswith("crash.dcm"):
             os.kill(os.getpid(), signal.SIGSEGV)
         if relpath.endswith("hang.dcm"):
             time.sleep(30)
-        return real_parse(data, relpath, *args, **kwargs)
+        return real_deidentify(header, relpath, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline.assemble, "parse_dicom", misbehaving_parse)  # the forked workers inherit it
-    result = ingest(IngestConfig(source=tmp_path / "src", workdir=tmp_path / "w",
-                                 worker_limits=WorkerLimits(timeout_s=1.0)))
+    monkeypatch.setattr(pipeline.ingest.probe, "deidentify", misbehaving_deidentify)  # the forked workers inherit it
+    result = ingest(IngestConfig(source=tmp_path / "src", workdir=tmp_path / "w", task_timeout_s=1.0))
     quarantine = pd.read_parquet(tmp_path / "w" / "quarantine.parquet").set_index("source_path")
     assert quarantine.loc["bad/crash.dcm", "reason"] == "decoder_crash"
     assert "SIGSEGV" in quarantine.loc["bad/crash.dcm", "detail"]

@@ -1,112 +1,39 @@
-"""Per-file probing and per-scan building: the two units of parallel work in ingest.
+"""Per-scan building, the second unit of parallel work in ingest: assemble, check and write one volume.
 
-Both functions are top-level and take picklable tasks so that ingest can run them in worker
-processes. Neither logs source paths or header values; what they return holds pseudonyms only,
-plus source paths relative to SRC for the manifest and the quarantine table.
+:func:`build_scan` is top-level and takes a picklable :class:`ScanTask` so that ingest can run it
+in isolated worker processes. It logs no source path or header value; what it returns holds
+pseudonyms only, plus source paths relative to SRC for the manifest and the quarantine table.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from pipeline.deid import Pseudonymizer
+from pipeline.deid import DicomInstance, Pseudonymizer, nifti_pseudonyms
 from pipeline.errors import QuarantineError, QuarantineReason
-from pipeline.io.dicom import DicomInstance, decode_frames, parse_dicom
+from pipeline.ingest.config import IngestConfig
+from pipeline.ingest.probe import ProbedFile, failure_reason
+from pipeline.ingest.series import plan_series, stack_slices
+from pipeline.io.dicom_pixels import decode_frames
 from pipeline.io.limits import ReadLimits
 from pipeline.io.nifti import (
     Volume,
     canonical_volume,
-    is_nifti,
     read_nifti,
     stored_content_hash,
     write_volume,
 )
-from pipeline.io.series import group_key, plan_series, stack_slices
+from pipeline.layout import Workdir
 from pipeline.parallel import TaskFailure
 
-
-@dataclass(frozen=True)
-class ProbeOptions:
-    """What every probe needs besides the file: the key, the de-identification switches and the size caps."""
-
-    root: str
-    secret: bytes
-    keep_demographics: bool
-    allow_burned_in: bool
-    limits: ReadLimits = field(default_factory=ReadLimits)
-
-
-@dataclass
-class ProbedFile:
-    """One source file after hashing and header parsing."""
-
-    relpath: str
-    size: int
-    mtime_ns: int
-    sha256: str | None  # None when the file was not read (over the size cap, unreadable, its worker failed)
-    instance: DicomInstance | None = None
-    is_nifti: bool = False
-    quarantine: tuple[str, str] | None = None  # (reason, detail)
-    identity: str | None = None  # what the scan_id is the keyed hash of (see scan_identity)
-
-
-def probe_file(task: tuple[ProbeOptions, str, int, int]) -> ProbedFile:
-    """Hash a file and parse its header (DICOM) or recognise it (NIfTI); runs in an isolated worker.
-
-    A file over the size cap is not read; one that cannot be read is quarantined as ``unreadable_file``.
-    """
-    options, relpath, size, mtime_ns = task
-    probed = ProbedFile(relpath, size, mtime_ns, None)
-    try:
-        options.limits.check_file_size(size)
-        try:
-            data = Path(options.root, relpath).read_bytes()
-        except OSError as exc:
-            raise QuarantineError(QuarantineReason.UNREADABLE_FILE, f"cannot be read ({type(exc).__name__})")
-        probed.sha256 = hashlib.sha256(data).hexdigest()
-        if is_nifti(relpath):
-            probed.is_nifti = True
-        else:
-            probed.instance = parse_dicom(data, relpath, Pseudonymizer(options.secret), options.keep_demographics,
-                                          options.allow_burned_in, options.limits)
-        probed.identity = scan_identity(probed)
-    except QuarantineError as exc:
-        probed.instance = None
-        probed.quarantine = (exc.reason.value, exc.detail)
-    return probed
-
-
-def probe_failed(task: tuple[ProbeOptions, str, int, int], failure: TaskFailure) -> ProbedFile:
-    """The quarantined :class:`ProbedFile` of a probe whose worker failed (crash, timeout, memory, error)."""
-    _, relpath, size, mtime_ns = task
-    reason, detail = failure_reason(failure, "reading the header")
-    return ProbedFile(relpath, size, mtime_ns, None, quarantine=(reason.value, detail))
-
-
-def failure_reason(failure: TaskFailure, what: str) -> tuple[QuarantineReason, str]:
-    """The quarantine reason and detail for an isolated task that gave no result."""
-    if failure.kind == "timeout":
-        return QuarantineReason.DECODER_TIMEOUT, f"{what} ran past the per-task time limit: {failure.detail}"
-    if failure.kind == "memory":
-        return QuarantineReason.TOO_LARGE, f"{what} ran out of the worker's memory limit (raise it with --worker-memory-mb)"
-    if failure.kind == "crash":
-        return QuarantineReason.DECODER_CRASH, f"{what} crashed its worker process: {failure.detail}"
-    return QuarantineReason.DECODER_CRASH, f"{what} failed unexpectedly ({failure.detail})"
-
-
-def scan_identity(probed: ProbedFile) -> str:
-    """The string whose keyed hash is the ``scan_id`` of the scan this file belongs to."""
-    if probed.is_nifti:
-        return f"nifti|{probed.relpath}"
-    if probed.instance is None:
-        raise QuarantineError(QuarantineReason.NOT_DICOM, "no parsed header to group by")
-    return group_key(probed.instance)
+#: Volumes are stored uncompressed: gzip cost more CPU than parsing the DICOM itself, and plain
+#: NIfTI can be memory-mapped by the preprocessing step.
 
 
 @dataclass
@@ -118,6 +45,7 @@ class ScanTask:
     previous_hash: str | None
     spacing_tolerance: float
     secret: bytes
+    identity: str  # what scan_id is the keyed pseudonym of (pipeline.ingest.identity.scan_identity)
     instances: list[DicomInstance] = field(default_factory=list)
     nifti_relpath: str | None = None
     limits: ReadLimits = field(default_factory=ReadLimits)
@@ -135,6 +63,30 @@ class ScanOutcome:
     file_quarantine: list[tuple[str, str, str]] = field(default_factory=list)
     written: bool = False
     write_error: str | None = None  # writing into W failed (disk full...): the run stops, the file is not to blame
+
+
+def scan_tasks(
+    probed: list[ProbedFile], wd: Workdir, old_scans: pd.DataFrame, root: str, config: IngestConfig, secret: bytes,
+) -> list[ScanTask]:
+    """One task per scan among the usable probed files, in ``scan_id`` order."""
+    previous_hash = dict(zip(old_scans["scan_id"], old_scans["content_hash"], strict=True))
+    groups: dict[str, list[ProbedFile]] = {}
+    for item in probed:
+        if item.quarantine is None and item.scan_id is not None:
+            groups.setdefault(item.scan_id, []).append(item)
+    tasks = []
+    for scan_id, members in sorted(groups.items()):
+        relpath = wd.volume_ref(scan_id)
+        identity = members[0].identity
+        assert identity is not None  # set together with scan_id
+        task = ScanTask(scan_id, root, str(wd.root / relpath), relpath, previous_hash.get(scan_id),
+                        config.spacing_tolerance, secret, identity, limits=config.limits)
+        if members[0].is_nifti:
+            task.nifti_relpath = members[0].relpath
+        else:
+            task.instances = [m.instance for m in members if m.instance is not None]
+        tasks.append(task)
+    return tasks
 
 
 def build_failed(task: ScanTask, failure: TaskFailure) -> ScanOutcome:
@@ -156,7 +108,7 @@ def build_scan(task: ScanTask) -> ScanOutcome:
         return _build_nifti(task)
     outcome = ScanOutcome(task.scan_id, task.member_paths)
     copies: dict[str, list[DicomInstance]] = {}
-    for instance in sorted(task.instances, key=lambda i: (i.lossy, i.relpath)):
+    for instance in sorted(task.instances, key=lambda i: (i.image.lossy, i.relpath)):
         copies.setdefault(instance.instance_key, []).append(instance)
     chosen = [group[0] for group in copies.values()]
     try:
@@ -170,7 +122,7 @@ def build_scan(task: ScanTask) -> ScanOutcome:
     for group in copies.values():
         for instance in group:
             try:
-                frames[instance.relpath] = decode_frames(_read(task.root, instance.relpath), instance)
+                frames[instance.relpath] = decode_frames(_read(task.root, instance.relpath), instance.image)
             except QuarantineError as exc:
                 outcome.file_quarantine.append((instance.relpath, exc.reason.value, exc.detail))
                 continue
@@ -199,15 +151,16 @@ def _read(root: str, relpath: str) -> bytes:
     try:
         return Path(root, relpath).read_bytes()
     except OSError as exc:
-        raise QuarantineError(QuarantineReason.UNREADABLE_FILE, f"cannot be read ({type(exc).__name__})")
+        raise QuarantineError(QuarantineReason.UNREADABLE_FILE, f"cannot be read ({type(exc).__name__})") from None
 
 
 def _integral(instances: list[DicomInstance]) -> bool | None:
     """True when decoded values are whole numbers by construction (integer grey pixels, integer rescale)."""
     for instance in instances:
-        if instance.pixel_span is None or instance.samples_per_pixel != 1 or instance.photometric == "PALETTE COLOR":
+        image = instance.image
+        if image.pixel_span is None or image.samples_per_pixel != 1 or image.photometric == "PALETTE COLOR":
             return None  # let compact_dtype look at the values
-        if not all(float(g.rescale[0]).is_integer() and float(g.rescale[1]).is_integer() for g in instance.frames):
+        if not all(float(g.rescale[0]).is_integer() and float(g.rescale[1]).is_integer() for g in image.frames):
             return None
     return True
 
@@ -225,9 +178,7 @@ def _mark_duplicates(outcome: ScanOutcome, copies: dict[str, list[DicomInstance]
 def _build_nifti(task: ScanTask) -> ScanOutcome:
     assert task.nifti_relpath is not None
     outcome = ScanOutcome(task.scan_id, [task.nifti_relpath])
-    pseudonymizer = Pseudonymizer(task.secret)
-    identity = f"nifti|{task.nifti_relpath}"
-    base = {"study_id": pseudonymizer.study(identity), "series_id": pseudonymizer.series(identity)}
+    base = nifti_pseudonyms(task.identity, Pseudonymizer(task.secret))
     try:
         volume = read_nifti(Path(task.root, task.nifti_relpath), task.limits)
     except QuarantineError as exc:

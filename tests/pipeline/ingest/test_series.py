@@ -10,12 +10,11 @@ import pandas as pd
 import pydicom
 import pytest
 
-from pipeline.config import IngestConfig
-from pipeline.deid import Pseudonymizer
+from pipeline.deid import Pseudonymizer, deidentify
 from pipeline.errors import QuarantineError, QuarantineReason
-from pipeline.ingest import ingest
-from pipeline.io.dicom import parse_dicom
-from pipeline.io.series import plan_series
+from pipeline.ingest import IngestConfig, ingest
+from pipeline.ingest.series import plan_series
+from pipeline.io.dicom import read_dicom
 from tests.conftest import DICOM_DATA, requires_shared
 from tests.dicom_factory import slice_pixels, write_series, z_positions
 
@@ -23,7 +22,7 @@ PSEUDO = Pseudonymizer(b"k")
 
 
 def _instances(paths: list[Path]):
-    return [parse_dicom(p.read_bytes(), p.name, PSEUDO, False, False) for p in paths]
+    return [deidentify(read_dicom(p.read_bytes()), p.name, PSEUDO, keep_demographics=False) for p in paths]
 
 
 def _volume_of(workdir: Path, source_path: str) -> nib.Nifti1Image:

@@ -1,4 +1,4 @@
-"""Reading single DICOM files: decoding, transfer syntaxes, photometric handling, broken files."""
+"""Reading single DICOM files: header reject checks, decoding, transfer syntaxes, photometric handling."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline.deid import Pseudonymizer
 from pipeline.errors import QuarantineError, QuarantineReason
-from pipeline.io.dicom import decode_frames, parse_dicom
+from pipeline.io.dicom import DicomImage, read_dicom
+from pipeline.io.dicom_pixels import decode_frames
 from tests.conftest import DICOM_DATA, requires_shared
 from tests.dicom_factory import slice_pixels, write_series
 
 WHEEL = DICOM_DATA / "pydicom_testfiles" / "from_pydicom_wheel"
-PSEUDO = Pseudonymizer(b"k")
 
 
-def _parse(path: Path):
-    return parse_dicom(path.read_bytes(), path.name, PSEUDO, keep_demographics=False, allow_burned_in=False)
+def _parse(path: Path) -> DicomImage:
+    return read_dicom(path.read_bytes()).image
 
 
 @requires_shared
@@ -94,14 +93,22 @@ def test_burned_in_annotation_is_quarantined_unless_allowed(tmp_path: Path) -> N
     with pytest.raises(QuarantineError) as caught:
         _parse(path)
     assert caught.value.reason is QuarantineReason.BURNED_IN_ANNOTATION
-    allowed = parse_dicom(path.read_bytes(), path.name, PSEUDO, keep_demographics=False, allow_burned_in=True)
-    assert allowed.rows == 6
+    allowed = read_dicom(path.read_bytes(), allow_burned_in=True)
+    assert allowed.image.rows == 6
 
 
-def test_parsed_instance_carries_pseudonyms_not_identifiers(tmp_path: Path) -> None:
-    [path] = write_series(tmp_path, [[0, 0, 0]], patient_id="MRN-12345")
-    instance = _parse(path)
+def test_the_header_keeps_identifiers_as_read_but_never_shows_them(tmp_path: Path) -> None:
+    [path] = write_series(tmp_path, [[0, 0, 0]], patient_id=" MRN-12345 ")
+    header = read_dicom(path.read_bytes())
     ds = pydicom.dcmread(path)
-    assert instance.patient_id == PSEUDO.patient("MRN-12345")
-    assert instance.series_id == PSEUDO.series(ds.SeriesInstanceUID)
-    assert "MRN-12345" not in repr(instance) and ds.SeriesInstanceUID not in repr(instance)
+    assert header.identifiers.patient_id == "MRN-12345"
+    assert header.identifiers.series_uid == ds.SeriesInstanceUID
+    assert header.image.warnings == []
+    assert "MRN-12345" not in repr(header) and ds.SeriesInstanceUID not in repr(header)
+
+
+def test_a_file_without_series_uid_says_so(tmp_path: Path) -> None:
+    [path] = write_series(tmp_path, [[0, 0, 0]], mutate=lambda ds, k: delattr(ds, "SeriesInstanceUID"))
+    header = read_dicom(path.read_bytes())
+    assert header.identifiers.series_uid == ""
+    assert header.image.warnings == ["no SeriesInstanceUID: the file is its own series"]

@@ -1,0 +1,44 @@
+"""Named profiles: sets of defaults chosen for a purpose, replacing literals scattered over the code.
+
+``default`` is the declared defaults: what ``scanlens`` and the Dagster configs use unless told
+otherwise. ``demo`` is small and quick on a laptop CPU: the bundled demo (``make demo``, the
+``scanlens_demo`` and ``train_and_evaluate`` jobs as shipped) and ``scanlens --profile demo``.
+A profile names the settings group (its class name) and the fields it changes.
+
+>>> from pipeline.settings.train import TrainConfig
+>>> profile_defaults(TrainConfig, "demo")["epochs"], profile_defaults(TrainConfig, "default")["epochs"]
+(3, 10)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.errors import UserInputError
+from pipeline.settings.fields import specs
+
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    "demo": {
+        # 32 px (2D) and 32^3 (3D) inputs, 3 epochs, batch 16: minutes on two CPU cores.
+        "PreprocessSettings": {"input_size": 32},
+        "TrainConfig": {"epochs": 3, "batch_size": 16, "weights": "imagenet"},
+        # One case per outcome, a coarser occlusion grid and two sanity cases keep the saliency step short.
+        "ExplainSettings": {"per_kind": 1, "sanity_cases": 2},
+        "AttributionConfig": {"occlusion_stride": 8},
+        # The demo's synthetic headers name two manufacturers: a subgroup table to show.
+        "EvaluationSettings": {"subgroups": ("manufacturer",)},
+    },
+}
+
+
+def profile_defaults(group: type, profile: str = "default") -> dict[str, Any]:
+    """Every declared setting of ``group`` with its default under ``profile``."""
+    if profile not in PROFILES:
+        raise UserInputError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    overrides = PROFILES[profile].get(group.__name__, {})
+    values = {spec.name: spec.default for spec in specs(group)}
+    unknown = sorted(set(overrides) - set(values))
+    if unknown:
+        raise ValueError(f"profile {profile!r} sets unknown {group.__name__} field(s) {', '.join(unknown)}")
+    return {**values, **overrides}
