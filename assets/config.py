@@ -29,8 +29,9 @@ def _dagster_type(annotation: Any) -> Any:
     return inner | None if optional else inner
 
 
-def config_class(name: str, *groups: type, doc: str, extra: dict[str, Any] | None = None,
-                 skip: tuple[str, ...] = ()) -> type:
+def config_class(
+    name: str, *groups: type, doc: str, extra: dict[str, Any] | None = None, skip: tuple[str, ...] = ()
+) -> type:
     """A ``dg.Config`` subclass named ``name`` with every asset-exposed setting of ``groups``.
 
     ``extra`` adds asset-only fields as ``{name: (type, Field(...))}``; ``skip`` leaves out public names
@@ -43,9 +44,10 @@ def config_class(name: str, *groups: type, doc: str, extra: dict[str, Any] | Non
             if not spec.asset or spec.public in skip or spec.public in fields:
                 continue
             default = defaults[spec.name]
-            fields[spec.public] = (_dagster_type(spec.annotation),
-                                   Field(default=list(default) if isinstance(default, tuple) else default,
-                                         description=spec.help))
+            fields[spec.public] = (
+                _dagster_type(spec.annotation),
+                Field(default=list(default) if isinstance(default, tuple) else default, description=spec.help),
+            )
     fields.update(extra or {})
     return create_model(name, __base__=dg.Config, __doc__=doc, __module__=__name__, **fields)
 

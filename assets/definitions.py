@@ -25,14 +25,29 @@ from pipeline.settings.train import TrainConfig
 # webserver, the daemon, each run's steps) go through ScanLens's redaction: no header value in a log.
 install_log_redaction()
 
-all_assets = [demo_studies, scan_catalog, preprocessed_scans, trained_model, cv_folds, fold_models, cv_evaluation,
-              saliency_maps, interpretability_report, model_version, champion_model, scan_scores]
+all_assets = [
+    demo_studies,
+    scan_catalog,
+    preprocessed_scans,
+    trained_model,
+    cv_folds,
+    fold_models,
+    cv_evaluation,
+    saliency_maps,
+    interpretability_report,
+    model_version,
+    champion_model,
+    scan_scores,
+]
 
 TRAINING = (PreprocessSettings, TrainConfig, AugmentConfig)
 #: The settings groups of each configurable asset that a profile can change.
 PROFILED_ASSETS: dict[str, tuple[type, ...]] = {
-    "preprocessed_scans": (PreprocessSettings,), "trained_model": TRAINING, "cv_folds": (CVSettings,),
-    "fold_models": TRAINING, "cv_evaluation": (EvaluationSettings,),
+    "preprocessed_scans": (PreprocessSettings,),
+    "trained_model": TRAINING,
+    "cv_folds": (CVSettings,),
+    "fold_models": TRAINING,
+    "cv_evaluation": (EvaluationSettings,),
     "saliency_maps": (ExplainSettings, AttributionConfig),
 }
 
@@ -56,8 +71,17 @@ scanlens_demo = dg.define_asset_job(
 
 train_and_evaluate = dg.define_asset_job(
     "train_and_evaluate",
-    selection=dg.AssetSelection.assets(demo_studies, scan_catalog, cv_folds, fold_models, cv_evaluation, saliency_maps,
-                                       interpretability_report, model_version, champion_model),
+    selection=dg.AssetSelection.assets(
+        demo_studies,
+        scan_catalog,
+        cv_folds,
+        fold_models,
+        cv_evaluation,
+        saliency_maps,
+        interpretability_report,
+        model_version,
+        champion_model,
+    ),
     description="Catalogue -> patient-grouped folds -> one model per fold -> pooled evaluation -> saliency maps -> "
     "review-board PDF -> registry version, gate, champion. Launch it over "
     f"the partition range {FOLDS.get_partition_keys()[0]}...{FOLDS.get_partition_keys()[-1]} to train every fold in one run. "
@@ -67,17 +91,26 @@ train_and_evaluate = dg.define_asset_job(
     config=profile_run_config("demo", EVALUATION_JOB_ASSETS),
 )
 
-FOLD_RANGE_TAGS = {"dagster/asset_partition_range_start": FOLDS.get_partition_keys()[0],
-                   "dagster/asset_partition_range_end": FOLDS.get_partition_keys()[-1]}
+FOLD_RANGE_TAGS = {
+    "dagster/asset_partition_range_start": FOLDS.get_partition_keys()[0],
+    "dagster/asset_partition_range_end": FOLDS.get_partition_keys()[-1],
+}
 
-@dg.schedule(name="weekly_retraining", job=train_and_evaluate, cron_schedule=RETRAIN_CRON,
-             default_status=dg.DefaultScheduleStatus.STOPPED)  # shipped stopped: start it in the UI
+
+@dg.schedule(
+    name="weekly_retraining",
+    job=train_and_evaluate,
+    cron_schedule=RETRAIN_CRON,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)  # shipped stopped: start it in the UI
 def weekly_retraining(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Retrain and evaluate on the current catalogue (every fold in one run); the gate decides whether
     the challenger replaces the champion, with the default profile's settings. Cron from
     ``$SCANLENS_RETRAIN_CRON`` (default Mondays 03:00)."""
-    return dg.RunRequest(run_key=None, tags=FOLD_RANGE_TAGS,
-                         run_config=profile_run_config("default", EVALUATION_JOB_ASSETS))
+    return dg.RunRequest(
+        run_key=None, tags=FOLD_RANGE_TAGS, run_config=profile_run_config("default", EVALUATION_JOB_ASSETS)
+    )
+
 
 defs = dg.Definitions(
     assets=all_assets,

@@ -41,11 +41,21 @@ if TYPE_CHECKING:  # the classes are made at import time; to a type checker they
         model_kind: str
 else:
     CVFoldsConfig = config_class(
-        "CVFoldsConfig", CVSettings, doc="Patient-grouped folds; K is the number of fold_models partitions.",
-        extra={"model_kind": (Literal[MODEL_KINDS], Field(
-            default=MODEL_KINDS[0], description="2d or 3d: which scans take part (those the model kind reads)"))})
-    CVEvaluationConfig = config_class("CVEvaluationConfig", EvaluationSettings,
-                                      doc="Pooled statistics over the fold models' predictions.")
+        "CVFoldsConfig",
+        CVSettings,
+        doc="Patient-grouped folds; K is the number of fold_models partitions.",
+        extra={
+            "model_kind": (
+                Literal[MODEL_KINDS],
+                Field(
+                    default=MODEL_KINDS[0], description="2d or 3d: which scans take part (those the model kind reads)"
+                ),
+            )
+        },
+    )
+    CVEvaluationConfig = config_class(
+        "CVEvaluationConfig", EvaluationSettings, doc="Pooled statistics over the fold models' predictions."
+    )
 
 
 def _fold_checks(frame: pd.DataFrame) -> list[dg.AssetCheckResult]:
@@ -53,25 +63,44 @@ def _fold_checks(frame: pd.DataFrame) -> list[dg.AssetCheckResult]:
     leaks = [str(p) for p in problems if p.severity == "error"]
     missing = [str(p) for p in problems if p.severity == "warning"]
     return [
-        dg.AssetCheckResult(check_name="no_patient_in_two_partitions", passed=not leaks,
-                            severity=dg.AssetCheckSeverity.ERROR,
-                            description="; ".join(leaks) or "every patient is in exactly one partition"),
-        dg.AssetCheckResult(check_name="every_class_in_every_fold", passed=not missing,
-                            severity=dg.AssetCheckSeverity.WARN,
-                            description="; ".join(missing) or "every validation fold holds every class",
-                            metadata={"note": "a warning, not a failure: with few patients of a class it can be "
-                                              "impossible; those folds' AUROC is undefined"}),
+        dg.AssetCheckResult(
+            check_name="no_patient_in_two_partitions",
+            passed=not leaks,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(leaks) or "every patient is in exactly one partition",
+        ),
+        dg.AssetCheckResult(
+            check_name="every_class_in_every_fold",
+            passed=not missing,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="; ".join(missing) or "every validation fold holds every class",
+            metadata={
+                "note": "a warning, not a failure: with few patients of a class it can be "
+                "impossible; those folds' AUROC is undefined"
+            },
+        ),
     ]
 
 
 @dg.asset(
-    group_name="evaluation", owners=[OWNER], kinds={"scikitlearn", "parquet"}, deps=[scan_catalog],
+    group_name="evaluation",
+    owners=[OWNER],
+    kinds={"scikitlearn", "parquet"},
+    deps=[scan_catalog],
     retry_policy=IO_RETRY,
     check_specs=[
-        dg.AssetCheckSpec("no_patient_in_two_partitions", asset="cv_folds", blocking=True,
-                          description="no patient appears in two folds, or in a fold and the test set"),
-        dg.AssetCheckSpec("every_class_in_every_fold", asset="cv_folds", blocking=True,
-                          description="every class is present in every validation fold (warns where impossible)"),
+        dg.AssetCheckSpec(
+            "no_patient_in_two_partitions",
+            asset="cv_folds",
+            blocking=True,
+            description="no patient appears in two folds, or in a fold and the test set",
+        ),
+        dg.AssetCheckSpec(
+            "every_class_in_every_fold",
+            asset="cv_folds",
+            blocking=True,
+            description="every class is present in every validation fold (warns where impossible)",
+        ),
     ],
 )
 def cv_folds(config: CVFoldsConfig, project: ScanLensProject) -> dg.MaterializeResult:
@@ -85,18 +114,36 @@ def cv_folds(config: CVFoldsConfig, project: ScanLensProject) -> dg.MaterializeR
     table += "|---" * (len(counts.columns) + 2) + "|\n"
     for fold, row in counts.iterrows():
         patients = folds.frame.loc[folds.frame["fold"] == fold, "patient_id"].nunique()
-        table += f"| {'test' if fold == -1 else f'fold {fold}'} | " + " | ".join(str(v) for v in row) + f" | {patients} |\n"
+        table += (
+            f"| {'test' if fold == -1 else f'fold {fold}'} | " + " | ".join(str(v) for v in row) + f" | {patients} |\n"
+        )
     return dg.MaterializeResult(
-        metadata={"scans": len(folds.frame), "patients": int(folds.frame["patient_id"].nunique()), "folds": N_FOLDS,
-                  "test_set": folds.test_source, "folds_hash": folds.folds_hash[:16], "counts": dg.MetadataValue.md(table),
-                  "table": dg.MetadataValue.path(str(Workdir(project.workdir_path).folds_table))},
+        metadata={
+            "scans": len(folds.frame),
+            "patients": int(folds.frame["patient_id"].nunique()),
+            "folds": N_FOLDS,
+            "test_set": folds.test_source,
+            "folds_hash": folds.folds_hash[:16],
+            "counts": dg.MetadataValue.md(table),
+            "table": dg.MetadataValue.path(str(Workdir(project.workdir_path).folds_table)),
+        },
         check_results=_fold_checks(folds.frame),
     )
 
 
-@dg.asset(group_name="evaluation", owners=[OWNER], kinds={"pytorch", "monai"}, deps=[cv_folds], partitions_def=FOLDS,
-          backfill_policy=dg.BackfillPolicy.multi_run(1), pool="gpu", tags={"resource": "gpu"})
-def fold_models(context: dg.AssetExecutionContext, config: TrainedModelConfig, project: ScanLensProject) -> dg.MaterializeResult:
+@dg.asset(
+    group_name="evaluation",
+    owners=[OWNER],
+    kinds={"pytorch", "monai"},
+    deps=[cv_folds],
+    partitions_def=FOLDS,
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
+    pool="gpu",
+    tags={"resource": "gpu"},
+)
+def fold_models(
+    context: dg.AssetExecutionContext, config: TrainedModelConfig, project: ScanLensProject
+) -> dg.MaterializeResult:
     """One ResNet-50 per fold, trained by the step-2 trainer on the other folds (resumable), with its
     out-of-fold and held-out test predictions. The model kind (2D/3D) is the one ``cv_folds`` chose."""
     runs = []
@@ -104,14 +151,35 @@ def fold_models(context: dg.AssetExecutionContext, config: TrainedModelConfig, p
         folds = load_folds(project.workdir_path)
         pre, cfg, aug = training_settings(config)
         for key in context.partition_keys:
-            runs.append(train_fold(project.workdir_path, fold_of(key), cfg, pre.for_dims(folds.settings.dims), aug,
-                                   folds=folds, log=context.log))
-    return dg.MaterializeResult(metadata={
-        "folds": dg.MetadataValue.json([{"fold": r.fold, "model_id": r.model_id, "best_val_auroc": r.best_val_auroc,
-                                         "oof_scans": r.n_oof, "test_scans": r.n_test, "predicted": r.predicted}
-                                        for r in runs]),
-        "model_ids": ", ".join(r.model_id for r in runs),
-    })
+            runs.append(
+                train_fold(
+                    project.workdir_path,
+                    fold_of(key),
+                    cfg,
+                    pre.for_dims(folds.settings.dims),
+                    aug,
+                    folds=folds,
+                    log=context.log,
+                )
+            )
+    return dg.MaterializeResult(
+        metadata={
+            "folds": dg.MetadataValue.json(
+                [
+                    {
+                        "fold": r.fold,
+                        "model_id": r.model_id,
+                        "best_val_auroc": r.best_val_auroc,
+                        "oof_scans": r.n_oof,
+                        "test_scans": r.n_test,
+                        "predicted": r.predicted,
+                    }
+                    for r in runs
+                ]
+            ),
+            "model_ids": ", ".join(r.model_id for r in runs),
+        }
+    )
 
 
 def _ci(block: dict[str, Any], name: str) -> str:
@@ -122,27 +190,47 @@ def _ci(block: dict[str, Any], name: str) -> str:
     return f"{value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
 
 
-@dg.asset(group_name="evaluation", owners=[OWNER], kinds={"scikitlearn", "matplotlib"}, deps=[fold_models],
-          retry_policy=IO_RETRY)
+@dg.asset(
+    group_name="evaluation",
+    owners=[OWNER],
+    kinds={"scikitlearn", "matplotlib"},
+    deps=[fold_models],
+    retry_policy=IO_RETRY,
+)
 def cv_evaluation(config: CVEvaluationConfig, project: ScanLensProject) -> dg.MaterializeResult:
     """Pooled out-of-fold and held-out test statistics with patient-level bootstrap CIs, DeLong
     cross-check, the operating point pre-specified on OOF predictions, calibration, subgroups and plots."""
     with user_errors_are_final():
         result = evaluate_cv(project.workdir_path, settings_from(config, EvaluationSettings))
     m = result.metrics
-    names = ["auroc", "auprc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "brier"]
+    names = [
+        "auroc",
+        "auprc",
+        "accuracy",
+        "balanced_accuracy",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "f1",
+        "brier",
+    ]
     rows = [n for n in names if n in m["oof"]]
     table = "| metric (95% CI) | out-of-fold | test |\n| --- | --- | --- |\n" + "\n".join(
-        f"| {n} | {_ci(m['oof'], n)} | {_ci(m['test'], n) if m['test'] else 'no test set'} |" for n in rows)
+        f"| {n} | {_ci(m['oof'], n)} | {_ci(m['test'], n) if m['test'] else 'no test set'} |" for n in rows
+    )
     plots = "\n\n".join(markdown_image(path) for path in result.plots.values())
     metadata = {
-        "oof_auroc": m["oof"]["auroc"], "oof_auroc_ci": str(m["oof"]["auroc_ci"]),
+        "oof_auroc": m["oof"]["auroc"],
+        "oof_auroc_ci": str(m["oof"]["auroc_ci"]),
         "test_auroc": m["test"]["auroc"] if m["test"] else None,
         "test_auroc_ci": str(m["test"]["auroc_ci"]) if m["test"] else "no test set",
         "operating_point": dg.MetadataValue.json(m["operating_point"]),
         "metrics": dg.MetadataValue.md(table + "\n\nOperating point: " + m["operating_point"]["statement"] + "."),
         "plots": dg.MetadataValue.md(plots),
-        "per_fold": dg.MetadataValue.json([{"fold": f["fold"], "auroc": f["auroc"], "auroc_ci": f["auroc_ci"]} for f in m["folds"]]),
+        "per_fold": dg.MetadataValue.json(
+            [{"fold": f["fold"], "auroc": f["auroc"], "auroc_ci": f["auroc_ci"]} for f in m["folds"]]
+        ),
         "subgroups": dg.MetadataValue.json(m["subgroups"]),
         "metrics_json": dg.MetadataValue.path(str(Workdir(project.workdir_path).metrics)),
     }

@@ -37,23 +37,43 @@ def demo_studies(config: DemoStudiesConfig, project: ScanLensProject) -> dg.Mate
     with user_errors_are_final():
         result = prepare_demo_source(archives, project.demo_source, project.demo_labels, seed=config.seed)
     return dg.MaterializeResult(
-        metadata={"items": result.n_items, "rebuilt": result.rebuilt, "source": dg.MetadataValue.path(str(result.folder))}
+        metadata={
+            "items": result.n_items,
+            "rebuilt": result.rebuilt,
+            "source": dg.MetadataValue.path(str(result.folder)),
+        }
     )
 
 
 if TYPE_CHECKING:  # the class is made at import time; to a type checker it is a Dagster config
+
     class ScanCatalogConfig(dg.Config):
         source: str
         labels: str
 else:
     ScanCatalogConfig = config_class(
-        "ScanCatalogConfig", IngestSettings, doc="Which folder is ingested, with which labels, and how.",
+        "ScanCatalogConfig",
+        IngestSettings,
+        doc="Which folder is ingested, with which labels, and how.",
         extra={
-            "source": (str, Field(default="", description="folder of DICOM/NIfTI scans, read recursively and never "
-                                  "modified; empty: the demo studies")),
-            "labels": (str, Field(default="", description="labels CSV (scan_ref,label[,split,patient_id]); empty: "
-                                  "the demo labels when the source is the demo studies, else an unlabelled run")),
-        })
+            "source": (
+                str,
+                Field(
+                    default="",
+                    description="folder of DICOM/NIfTI scans, read recursively and never "
+                    "modified; empty: the demo studies",
+                ),
+            ),
+            "labels": (
+                str,
+                Field(
+                    default="",
+                    description="labels CSV (scan_ref,label[,split,patient_id]); empty: "
+                    "the demo labels when the source is the demo studies, else an unlabelled run",
+                ),
+            ),
+        },
+    )
 
 
 def labels_check(catalog: pd.DataFrame, unmatched_lines: list[int]) -> dg.AssetCheckResult:
@@ -65,15 +85,20 @@ def labels_check(catalog: pd.DataFrame, unmatched_lines: list[int]) -> dg.AssetC
     if labelled == 0:
         problems.append("no usable scan has a label")
     if missing:
-        problems.append("scans without a label in split(s) " + ", ".join(f"{k} ({v})" for k, v in sorted(missing.items())))
+        problems.append(
+            "scans without a label in split(s) " + ", ".join(f"{k} ({v})" for k, v in sorted(missing.items()))
+        )
     if unmatched_lines:
         problems.append(f"{len(unmatched_lines)} labels row(s) match no scan")
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         description="; ".join(problems) or f"{labelled} labelled scans; every labelled split is complete",
-        metadata={"labelled_scans": labelled, "unlabelled_in_split": int(sum(missing.values())),
-                  "unmatched_label_rows": len(unmatched_lines)},
+        metadata={
+            "labelled_scans": labelled,
+            "unlabelled_in_split": int(sum(missing.values())),
+            "unmatched_label_rows": len(unmatched_lines),
+        },
     )
 
 
@@ -83,8 +108,14 @@ def labels_check(catalog: pd.DataFrame, unmatched_lines: list[int]) -> dg.AssetC
     kinds={"python", "parquet", "nifti"},
     deps=[demo_studies],
     retry_policy=IO_RETRY,
-    check_specs=[dg.AssetCheckSpec("labelled_scans_present", asset="scan_catalog", blocking=True,
-                                   description="usable labelled scans exist and labelled splits are complete")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "labelled_scans_present",
+            asset="scan_catalog",
+            blocking=True,
+            description="usable labelled scans exist and labelled splits are complete",
+        )
+    ],
 )
 def scan_catalog(config: ScanCatalogConfig, project: ScanLensProject, secret: PseudonymSecret) -> dg.MaterializeResult:
     """De-identified catalogue of usable scans (``W/catalog.parquet``) with one RAS+ NIfTI volume per scan.
@@ -96,8 +127,15 @@ def scan_catalog(config: ScanCatalogConfig, project: ScanLensProject, secret: Ps
     source = Path(config.source) if config.source else project.demo_source
     labels = Path(config.labels) if config.labels else project.demo_labels if not config.source else None
     with user_errors_are_final():
-        result = ingest(IngestConfig.of(settings_from(config, IngestSettings), source=source, workdir=workdir,
-                                        labels=labels, secret=secret.secret))
+        result = ingest(
+            IngestConfig.of(
+                settings_from(config, IngestSettings),
+                source=source,
+                workdir=workdir,
+                labels=labels,
+                secret=secret.secret,
+            )
+        )
     catalog = pd.read_parquet(Workdir(workdir).catalog)
     return dg.MaterializeResult(
         metadata={

@@ -33,23 +33,46 @@ class GateConfig(dg.Config):
     n_resamples: int = Field(default=2000, description="paired patient-level bootstrap resamples")
 
 
-@dg.asset(group_name="training", owners=[OWNER], kinds={"python"}, deps=[interpretability_report],
-          check_specs=[dg.AssetCheckSpec("challenger_passes_gate", asset="model_version", blocking=True,
-                                         description="non-inferior to the champion (paired patient bootstrap, "
-                                                     "lower CI bound > -delta) and every saliency sanity check passed")])
-def model_version(context: dg.AssetExecutionContext, config: GateConfig, project: ScanLensProject) -> dg.MaterializeResult:
+@dg.asset(
+    group_name="training",
+    owners=[OWNER],
+    kinds={"python"},
+    deps=[interpretability_report],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "challenger_passes_gate",
+            asset="model_version",
+            blocking=True,
+            description="non-inferior to the champion (paired patient bootstrap, "
+            "lower CI bound > -delta) and every saliency sanity check passed",
+        )
+    ],
+)
+def model_version(
+    context: dg.AssetExecutionContext, config: GateConfig, project: ScanLensProject
+) -> dg.MaterializeResult:
     """The evaluated fold models, metrics, OOF predictions, sanity results and report, stored as a
     registry version (the challenger), with the gate's decision against the champion."""
     report = recorded_report(context, project)
     with user_errors_are_final():
         entry, decision = decide_challenger(project.workdir_path, report, config.delta, config.n_resamples)
     return dg.MaterializeResult(
-        metadata={"version": entry.version, "status": entry.status, "gate": decision.reason,
-                  "gate_figures": dg.MetadataValue.json(decision.figures),
-                  "oof_auroc": entry.record["oof_auroc"]},
-        check_results=[dg.AssetCheckResult(check_name="challenger_passes_gate", passed=decision.passed,
-                                           severity=dg.AssetCheckSeverity.ERROR, description=decision.reason,
-                                           metadata={k: v for k, v in decision.figures.items() if not isinstance(v, list)})],
+        metadata={
+            "version": entry.version,
+            "status": entry.status,
+            "gate": decision.reason,
+            "gate_figures": dg.MetadataValue.json(decision.figures),
+            "oof_auroc": entry.record["oof_auroc"],
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="challenger_passes_gate",
+                passed=decision.passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=decision.reason,
+                metadata={k: v for k, v in decision.figures.items() if not isinstance(v, list)},
+            )
+        ],
     )
 
 
@@ -60,13 +83,17 @@ def recorded_report(context: dg.AssetExecutionContext, project: ScanLensProject)
     materialization = event.asset_materialization if event is not None else None
     recorded = materialization.metadata.get("pdf") if materialization is not None else None
     if recorded is None:
-        context.log.info("no interpretability_report materialisation records a PDF: the version is stored without a report")
+        context.log.info(
+            "no interpretability_report materialisation records a PDF: the version is stored without a report"
+        )
         return None
     path = Path(str(recorded.value))
     reports = Workdir(project.workdir_path).reports
     if path.resolve().parent != reports.resolve() or not path.is_file():
-        context.log.warning(f"the recorded report {path} is not a file in {reports}: the version is stored without a "
-                            "report (materialise interpretability_report again)")
+        context.log.warning(
+            f"the recorded report {path} is not a file in {reports}: the version is stored without a "
+            "report (materialise interpretability_report again)"
+        )
         return None
     return path
 
@@ -78,5 +105,11 @@ def champion_model(project: ScanLensProject) -> dg.MaterializeResult:
         registry = Registry(project.workdir_path)
         version = registry.register().version  # the current evaluation's version (already registered)
         entry = promote_if_accepted(project.workdir_path, version)
-    return dg.MaterializeResult(metadata={"champion": registry.champion() or "none", "version": entry.version,
-                                          "status": entry.status, "reason": entry.reason or ""})
+    return dg.MaterializeResult(
+        metadata={
+            "champion": registry.champion() or "none",
+            "version": entry.version,
+            "status": entry.status,
+            "reason": entry.reason or "",
+        }
+    )

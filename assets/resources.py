@@ -27,12 +27,15 @@ class ScanLensProject(dg.ConfigurableResource):
     """The work folder ``W`` and the bundled demo data. Empty fields take their defaults at run time."""
 
     workdir: str = Field(default="", description="work folder W; empty: $SCANLENS_WORKDIR, else <demo root>/workdir")
-    demo_root: str = Field(default="", description="where the demo studies are made; empty: $SCANLENS_DEMO_ROOT, "
-                           "else <repo>/demo_work")
+    demo_root: str = Field(
+        default="", description="where the demo studies are made; empty: $SCANLENS_DEMO_ROOT, else <repo>/demo_work"
+    )
     demo_data: str = Field(default=str(PROJECT_ROOT / "data" / "demo"), description="the bundled MedMNIST archives")
     lock_timeout_s: float = Field(
-        default=14400.0, description="seconds a step waits for a work folder another run is writing (runs that "
-        "write one work folder take turns: a backfill of fold_models trains one fold after another), then fails")
+        default=14400.0,
+        description="seconds a step waits for a work folder another run is writing (runs that "
+        "write one work folder take turns: a backfill of fold_models trains one fold after another), then fails",
+    )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         set_lock_timeout(self.lock_timeout_s)

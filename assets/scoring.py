@@ -38,12 +38,15 @@ class ScoringInbox(dg.ConfigurableResource):
     a study counts as complete when its files have not changed for ``$SCANLENS_INBOX_STABLE_SECONDS``
     (default 60) seconds."""
 
-    inbox: str = Field(default="", description="inbox folder, one folder per study; empty: $SCANLENS_INBOX, "
-                       "else <demo root>/inbox")
-    outbox: str = Field(default="", description="outbox for DICOM outputs; empty: $SCANLENS_OUTBOX, "
-                        "else <demo root>/outbox")
-    stable_seconds: float | None = Field(default=None, description="quiet time before a study is scored; "
-                                            "null: $SCANLENS_INBOX_STABLE_SECONDS, else 60")
+    inbox: str = Field(
+        default="", description="inbox folder, one folder per study; empty: $SCANLENS_INBOX, else <demo root>/inbox"
+    )
+    outbox: str = Field(
+        default="", description="outbox for DICOM outputs; empty: $SCANLENS_OUTBOX, else <demo root>/outbox"
+    )
+    stable_seconds: float | None = Field(
+        default=None, description="quiet time before a study is scored; null: $SCANLENS_INBOX_STABLE_SECONDS, else 60"
+    )
 
     def inbox_path(self, project: ScanLensProject) -> Path:
         return Path(self.inbox or os.environ.get("SCANLENS_INBOX") or project.demo_inbox)
@@ -58,23 +61,42 @@ class ScoringInbox(dg.ConfigurableResource):
 
 
 if TYPE_CHECKING:  # the class is made at import time; to a type checker it is a Dagster config
+
     class ScanScoresConfig(dg.Config):
         dicom_outputs: bool
 else:
     ScanScoresConfig = config_class(
-        "ScanScoresConfig", ScoreSettings, doc="What scoring writes besides the scores.",
-        extra={"dicom_outputs": (bool, Field(default=True, description="write a DICOM SR (and Secondary Capture) "
-                                             "per scan to the outbox"))})
+        "ScanScoresConfig",
+        ScoreSettings,
+        doc="What scoring writes besides the scores.",
+        extra={
+            "dicom_outputs": (
+                bool,
+                Field(default=True, description="write a DICOM SR (and Secondary Capture) per scan to the outbox"),
+            )
+        },
+    )
 
 
 def _pseudonymizer(project: ScanLensProject, secret: PseudonymSecret) -> Pseudonymizer:
     return project_pseudonymizer(secret.secret, project.workdir_path)[1]
 
 
-@dg.asset(group_name="scoring", owners=[OWNER], kinds={"pytorch", "dicom", "parquet"}, partitions_def=INBOX_STUDIES,
-          deps=[champion_model], retry_policy=IO_RETRY)
-def scan_scores(context: dg.AssetExecutionContext, config: ScanScoresConfig, project: ScanLensProject,
-                secret: PseudonymSecret, inbox: ScoringInbox) -> dg.MaterializeResult:
+@dg.asset(
+    group_name="scoring",
+    owners=[OWNER],
+    kinds={"pytorch", "dicom", "parquet"},
+    partitions_def=INBOX_STUDIES,
+    deps=[champion_model],
+    retry_policy=IO_RETRY,
+)
+def scan_scores(
+    context: dg.AssetExecutionContext,
+    config: ScanScoresConfig,
+    project: ScanLensProject,
+    secret: PseudonymSecret,
+    inbox: ScoringInbox,
+) -> dg.MaterializeResult:
     """Scores of one inbox study's scans by the champion (``W/scoring/scores.parquet``): pseudonymous ids,
     probability, decision at the champion's operating point, model version; a GradCAM overlay per scan;
     a DICOM SR and Secondary Capture per scan in the outbox, filed into the source study.
@@ -87,34 +109,48 @@ def scan_scores(context: dg.AssetExecutionContext, config: ScanScoresConfig, pro
         settings = settings_from(config, ScoreSettings)
         folder = find_study(inbox.inbox_path(project), context.partition_key, _pseudonymizer(project, secret))
         champion = load_champion(workdir, settings.device)
-        done = score_study(workdir, folder, context.partition_key,
-                           inbox.outbox_path(project) if config.dicom_outputs else None, secret.secret, champion,
-                           overlays=settings.overlays)
+        done = score_study(
+            workdir,
+            folder,
+            context.partition_key,
+            inbox.outbox_path(project) if config.dicom_outputs else None,
+            secret.secret,
+            champion,
+            overlays=settings.overlays,
+        )
     table = done.scores[["scan_id", "probability", "decision"]].to_markdown(index=False) if len(done.scores) else ""
-    return dg.MaterializeResult(metadata={
-        "model_version": done.model_version, "source_files": done.n_files, "scans": done.n_scans,
-        "scored": len(done.scores), "already_scored": done.n_skipped, "other_dimensions": done.n_incompatible,
-        "not_scored_because": dg.MetadataValue.json(done.not_scored),
-        "quarantined_by_reason": dg.MetadataValue.json(done.quarantine_by_reason),
-        "dicom_objects": len(done.dicom_outputs),
-        "dicom_output_failures": dg.MetadataValue.json(done.dicom_failures),
-        "scored_from_nifti_without_dicom_output": done.n_without_dicom_source,
-        "scores": dg.MetadataValue.md(table or "nothing new to score"),
-        "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in done.seconds.items()}),
-        "scores_table": dg.MetadataValue.path(str(Workdir(workdir).scores)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": done.model_version,
+            "source_files": done.n_files,
+            "scans": done.n_scans,
+            "scored": len(done.scores),
+            "already_scored": done.n_skipped,
+            "other_dimensions": done.n_incompatible,
+            "not_scored_because": dg.MetadataValue.json(done.not_scored),
+            "quarantined_by_reason": dg.MetadataValue.json(done.quarantine_by_reason),
+            "dicom_objects": len(done.dicom_outputs),
+            "dicom_output_failures": dg.MetadataValue.json(done.dicom_failures),
+            "scored_from_nifti_without_dicom_output": done.n_without_dicom_source,
+            "scores": dg.MetadataValue.md(table or "nothing new to score"),
+            "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in done.seconds.items()}),
+            "scores_table": dg.MetadataValue.path(str(Workdir(workdir).scores)),
+        }
+    )
 
 
 score_new_scans = dg.define_asset_job(
-    "score_new_scans", selection=dg.AssetSelection.assets(scan_scores),
+    "score_new_scans",
+    selection=dg.AssetSelection.assets(scan_scores),
     description="Score one inbox study (a partition of scan_scores) with the champion; launched by inbox_sensor.",
     executor_def=dg.in_process_executor,
 )
 
 
 @dg.sensor(job=score_new_scans, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED)
-def inbox_sensor(context: dg.SensorEvaluationContext, project: ScanLensProject, secret: PseudonymSecret,
-                 inbox: ScoringInbox) -> dg.SensorResult | dg.SkipReason:
+def inbox_sensor(
+    context: dg.SensorEvaluationContext, project: ScanLensProject, secret: PseudonymSecret, inbox: ScoringInbox
+) -> dg.SensorResult | dg.SkipReason:
     """Request one scoring run per complete new inbox study (files unchanged for ``stable_seconds``).
 
     Shipped stopped: turn it on under Automation once a champion exists. Studies wait while there is
@@ -128,12 +164,15 @@ def inbox_sensor(context: dg.SensorEvaluationContext, project: ScanLensProject, 
     state = json.loads(context.cursor) if context.cursor else {}
     poll = poll_inbox(folder, state, time.time(), inbox.quiet_seconds(), _pseudonymizer(project, secret))
     if poll.loose_files:
-        context.log.warning("%d files lie directly in the inbox: put each study in its own folder to score it",
-                            poll.loose_files)
+        context.log.warning(
+            "%d files lie directly in the inbox: put each study in its own folder to score it", poll.loose_files
+        )
     cursor = json.dumps(poll.state, sort_keys=True)
     if not poll.ready:
-        return dg.SensorResult(skip_reason=dg.SkipReason(f"no complete new study ({poll.waiting} still being "
-                                                         "written or empty)"), cursor=cursor)
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(f"no complete new study ({poll.waiting} still being written or empty)"),
+            cursor=cursor,
+        )
     keys = [study.key for study in poll.ready]
     context.log.info("requesting scoring of %d studies: %s", len(keys), ", ".join(keys))
     return dg.SensorResult(

@@ -24,32 +24,53 @@ if TYPE_CHECKING:  # the classes are made at import time; to a type checker they
     ModelInputConfig: TypeAlias = dg.Config
     TrainedModelConfig: TypeAlias = dg.Config
 else:
-    ModelInputConfig = config_class("ModelInputConfig", PreprocessSettings,
-                                    doc="How scans become model inputs (the model kind is the partition).")
-    TrainedModelConfig = config_class("TrainedModelConfig", PreprocessSettings, TrainConfig, AugmentConfig,
-                                      doc="Model inputs, optimisation and augmentation of one training.")
+    ModelInputConfig = config_class(
+        "ModelInputConfig", PreprocessSettings, doc="How scans become model inputs (the model kind is the partition)."
+    )
+    TrainedModelConfig = config_class(
+        "TrainedModelConfig",
+        PreprocessSettings,
+        TrainConfig,
+        AugmentConfig,
+        doc="Model inputs, optimisation and augmentation of one training.",
+    )
 
 
 def training_settings(config: dg.Config) -> tuple[PreprocessSettings, TrainConfig, AugmentConfig]:
     """The three settings groups of a :data:`TrainedModelConfig`."""
-    return (settings_from(config, PreprocessSettings), settings_from(config, TrainConfig),
-            settings_from(config, AugmentConfig))
+    return (
+        settings_from(config, PreprocessSettings),
+        settings_from(config, TrainConfig),
+        settings_from(config, AugmentConfig),
+    )
 
 
-@dg.asset(group_name="preprocess", owners=[OWNER], kinds={"monai", "numpy"}, deps=["scan_catalog"],
-          partitions_def=MODEL_KIND_PARTITIONS, retry_policy=IO_RETRY)
-def preprocessed_scans(context: dg.AssetExecutionContext, config: ModelInputConfig,
-                       project: ScanLensProject) -> dg.MaterializeResult:
+@dg.asset(
+    group_name="preprocess",
+    owners=[OWNER],
+    kinds={"monai", "numpy"},
+    deps=["scan_catalog"],
+    partitions_def=MODEL_KIND_PARTITIONS,
+    retry_policy=IO_RETRY,
+)
+def preprocessed_scans(
+    context: dg.AssetExecutionContext, config: ModelInputConfig, project: ScanLensProject
+) -> dg.MaterializeResult:
     """Model inputs made with MONAI (orientation RAS, optional spacing, intensity by modality, 2D view,
     resize and pad) and cached by content hash x the parameters that apply to each scan."""
     with user_errors_are_final():
         pre = settings_from(config, PreprocessSettings).for_dims(dims_of(context.partition_key))
         result = preprocess_catalog(project.workdir_path, pre)
-    return dg.MaterializeResult(metadata={
-        "scans": len(result.index), "computed": result.n_computed, "from_cache": result.n_cached,
-        "config_hash": result.config_hash[:16], "index": dg.MetadataValue.path(str(result.index_path)),
-        "by_split": dg.MetadataValue.json(result.index.groupby("split").size().to_dict()),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "scans": len(result.index),
+            "computed": result.n_computed,
+            "from_cache": result.n_cached,
+            "config_hash": result.config_hash[:16],
+            "index": dg.MetadataValue.path(str(result.index_path)),
+            "by_split": dg.MetadataValue.json(result.index.groupby("split").size().to_dict()),
+        }
+    )
 
 
 def training_metadata(result: TrainResult) -> dict[str, Any]:
@@ -76,14 +97,23 @@ def training_metadata(result: TrainResult) -> dict[str, Any]:
     }
 
 
-@dg.asset(group_name="training", owners=[OWNER], kinds={"pytorch", "monai"}, deps=[preprocessed_scans],
-          partitions_def=MODEL_KIND_PARTITIONS, pool="gpu", tags={"resource": "gpu"})
-def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
-                  project: ScanLensProject) -> dg.MaterializeResult:
+@dg.asset(
+    group_name="training",
+    owners=[OWNER],
+    kinds={"pytorch", "monai"},
+    deps=[preprocessed_scans],
+    partitions_def=MODEL_KIND_PARTITIONS,
+    pool="gpu",
+    tags={"resource": "gpu"},
+)
+def trained_model(
+    context: dg.AssetExecutionContext, config: TrainedModelConfig, project: ScanLensProject
+) -> dg.MaterializeResult:
     """A ResNet-50 fine-tuned on the labelled scans (2D, or 3D inflated from 2D, I3D-style), with
     its model card. Runs in the ``gpu`` pool, so two GPU trainings never share a card."""
     with user_errors_are_final():
         pre, cfg, aug = training_settings(config)
-        result = train(project.workdir_path, cfg, pre.for_dims(dims_of(context.partition_key)), aug, resume=True,
-                       log=context.log)
+        result = train(
+            project.workdir_path, cfg, pre.for_dims(dims_of(context.partition_key)), aug, resume=True, log=context.log
+        )
     return dg.MaterializeResult(metadata=training_metadata(result))

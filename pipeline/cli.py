@@ -41,15 +41,33 @@ def _parser(profile: str = "default") -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scanlens {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="print tracebacks of internal errors")
-    parser.add_argument("--lock-timeout", type=float, default=None, metavar="S",
-                        help="seconds to wait for a work folder another command is writing "
-                        "(default $SCANLENS_LOCK_TIMEOUT or 600), then exit 2")
-    parser.add_argument("--profile", choices=tuple(PROFILES), default="default",
-                        help="named defaults for every setting: default, or demo (small and quick on a CPU; what "
-                        "make demo uses). Flags given explicitly win (default: default)")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds to wait for a work folder another command is writing "
+        "(default $SCANLENS_LOCK_TIMEOUT or 600), then exit 2",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=tuple(PROFILES),
+        default="default",
+        help="named defaults for every setting: default, or demo (small and quick on a CPU; what "
+        "make demo uses). Flags given explicitly win (default: default)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_import_medmnist, _add_ingest, _add_train, _add_evaluate, _add_explain, _add_report,
-                _add_registry, _add_score, _add_status):
+    for add in (
+        _add_import_medmnist,
+        _add_ingest,
+        _add_train,
+        _add_evaluate,
+        _add_explain,
+        _add_report,
+        _add_registry,
+        _add_score,
+        _add_status,
+    ):
         add(commands, profile)
     return parser
 
@@ -59,59 +77,84 @@ Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def _add_import_medmnist(commands: Commands, profile: str) -> None:
     mm = commands.add_parser(
-        "import-medmnist", help="write a MedMNIST .npz as a DICOM or NIfTI study folder with labels.csv",
+        "import-medmnist",
+        help="write a MedMNIST .npz as a DICOM or NIfTI study folder with labels.csv",
         description="Write a MedMNIST .npz (2D or 3D) as a realistic study folder with synthetic patients "
         "and DIR/labels.csv (columns documented in its header comment).",
     )
     mm.add_argument("npz", type=Path, help="MedMNIST .npz file")
     mm.add_argument("--out", type=Path, required=True, help="output study folder")
-    mm.add_argument("--format", choices=("dicom", "nifti"), default="dicom", help="3D output format (2D is always DICOM)")
+    mm.add_argument(
+        "--format", choices=("dicom", "nifti"), default="dicom", help="3D output format (2D is always DICOM)"
+    )
     mm.add_argument("--limit", type=int, default=None, help="keep at most N items per split (stratified by label)")
     mm.add_argument("--seed", type=int, default=0, help="random seed for the subset and synthetic headers")
-    mm.add_argument("--inbox", action="store_true",
-                    help="write new studies to score instead: one folder per study (<MRN>_<accession>) directly "
-                    "under OUT, no labels file; studies already there are kept")
+    mm.add_argument(
+        "--inbox",
+        action="store_true",
+        help="write new studies to score instead: one folder per study (<MRN>_<accession>) directly "
+        "under OUT, no labels file; studies already there are kept",
+    )
 
 
 def _add_ingest(commands: Commands, profile: str) -> None:
     ing = commands.add_parser(
-        "ingest", help="catalogue, de-identify and convert a folder of DICOM/NIfTI scans",
+        "ingest",
+        help="catalogue, de-identify and convert a folder of DICOM/NIfTI scans",
         description="Scan SRC recursively (DICOM with or without extension, DICOMDIR, .nii, .nii.gz) and write "
         "W/catalog.parquet, W/quarantine.parquet, W/ingest_manifest.parquet and W/volumes/. SRC is never modified.",
     )
     ing.add_argument("src", type=Path, help="source folder (read-only)")
     ing.add_argument("--workdir", type=Path, required=True, help="work folder W")
     ing.add_argument("--labels", type=Path, default=None, help="labels CSV (scan_ref,label[,split,patient_id])")
-    ing.add_argument("--secret", default=None, help="pseudonymisation key (default: $SCANLENS_SECRET or W/.scanlens/secret.key)")
+    ing.add_argument(
+        "--secret", default=None, help="pseudonymisation key (default: $SCANLENS_SECRET or W/.scanlens/secret.key)"
+    )
     add_settings(ing, IngestSettings, profile=profile)
-    ing.add_argument("--timings", type=Path, default=None, metavar="CSV",
-                     help="write source_path,stage,seconds for every file read (stage probe or build), "
-                     "to find slow files; it holds source paths, like the manifest")
+    ing.add_argument(
+        "--timings",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="write source_path,stage,seconds for every file read (stage probe or build), "
+        "to find slow files; it holds source paths, like the manifest",
+    )
 
 
 def add_training_flags(parser: argparse.ArgumentParser, profile: str = "default") -> None:
     """Flags shared by `train` and the commands that train (evaluate)."""
     parser.add_argument("--workdir", type=Path, required=True, help="work folder W")
-    parser.add_argument("--dims", choices=MODEL_KINDS, default=MODEL_KINDS[0],
-                        help="2D model, or 3D model inflated from 2D (default: %(default)s)")
+    parser.add_argument(
+        "--dims",
+        choices=MODEL_KINDS,
+        default=MODEL_KINDS[0],
+        help="2D model, or 3D model inflated from 2D (default: %(default)s)",
+    )
     add_settings(parser, PreprocessSettings, TrainConfig, AugmentConfig, profile=profile)
 
 
 def _add_train(commands: Commands, profile: str) -> None:
     tr = commands.add_parser(
-        "train", help="fine-tune a 2D or 3D ResNet-50 on the catalogue's labelled scans",
+        "train",
+        help="fine-tune a 2D or 3D ResNet-50 on the catalogue's labelled scans",
         description="Train on split `train` and early-stop on `val` (or a seeded patient-grouped split). "
         "Writes W/models/<model_id>/ (weights.pt, model_card.json, checkpoint.pt, history.json).",
     )
     add_training_flags(tr, profile)
     tr.add_argument("--resume", action="store_true", help="continue from the model's last checkpoint")
-    tr.add_argument("--stop-after", type=int, default=None, metavar="N",
-                    help="stop after N epochs of this invocation (continue later with --resume)")
+    tr.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N epochs of this invocation (continue later with --resume)",
+    )
 
 
 def _add_evaluate(commands: Commands, profile: str) -> None:
     ev = commands.add_parser(
-        "evaluate", help="patient-grouped K-fold cross-validation with a held-out test set and review-board statistics",
+        "evaluate",
+        help="patient-grouped K-fold cross-validation with a held-out test set and review-board statistics",
         description="Hold out a patient-grouped test set (the catalogue's `test` split, else --test-fraction), "
         "split the rest with StratifiedGroupKFold by patient, train one model per fold (resumable), and write "
         "W/evaluation/: folds.parquet, oof_predictions.parquet, test_predictions.parquet, metrics.json and plots.",
@@ -122,7 +165,8 @@ def _add_evaluate(commands: Commands, profile: str) -> None:
 
 def _add_explain(commands: Commands, profile: str) -> None:
     ex = commands.add_parser(
-        "explain", help="Captum saliency maps for selected cases, with sanity and faithfulness checks",
+        "explain",
+        help="Captum saliency maps for selected cases, with sanity and faithfulness checks",
         description="Explain the most confident TP/TN and the worst FP/FN at the pre-specified operating point "
         "(held-out test set by the fold ensemble, or out-of-fold by each case's fold model) with integrated "
         "gradients, saliency, GradCAM and occlusion. Writes W/saliency/ (PNG overlays or 3D montages, NIfTI maps "
@@ -133,21 +177,30 @@ def _add_explain(commands: Commands, profile: str) -> None:
 
 
 def _add_report(commands: Commands, profile: str) -> None:
-    rp = commands.add_parser("report", help="write the review-board PDF and print its path",
-                             description="Write W/reports/scanlens_report_<hash>.pdf from W/evaluation and W/saliency "
-                             "(A4, table of contents, page numbers, CLAIM 2024 checklist). Prints the PDF's path.")
+    rp = commands.add_parser(
+        "report",
+        help="write the review-board PDF and print its path",
+        description="Write W/reports/scanlens_report_<hash>.pdf from W/evaluation and W/saliency "
+        "(A4, table of contents, page numbers, CLAIM 2024 checklist). Prints the PDF's path.",
+    )
     rp.add_argument("--workdir", type=Path, required=True, help="work folder W")
     rp.add_argument("--audience", default=None, help="who the report is for (title page)")
 
 
 def _add_registry(commands: Commands, profile: str) -> None:
-    rg = commands.add_parser("registry", help="model registry: list, show, register or promote versions",
-                             description="Versions of evaluated models in W/registry/, the champion, and the history "
-                             "of promotions and rejections with their reasons.")
+    rg = commands.add_parser(
+        "registry",
+        help="model registry: list, show, register or promote versions",
+        description="Versions of evaluated models in W/registry/, the champion, and the history "
+        "of promotions and rejections with their reasons.",
+    )
     rg_commands = rg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
-    for name, text in (("list", "every version with its status"), ("show", "one version's record and history"),
-                       ("register", "store the work folder's current evaluation as a version"),
-                       ("promote", "make a version the champion (needs --reason)")):
+    for name, text in (
+        ("list", "every version with its status"),
+        ("show", "one version's record and history"),
+        ("register", "store the work folder's current evaluation as a version"),
+        ("promote", "make a version the champion (needs --reason)"),
+    ):
         action = rg_commands.add_parser(name, help=text)
         action.add_argument("--workdir", type=Path, required=True, help="work folder W")
         if name in ("show", "promote"):
@@ -160,7 +213,8 @@ def _add_registry(commands: Commands, profile: str) -> None:
 
 def _add_score(commands: Commands, profile: str) -> None:
     sc = commands.add_parser(
-        "score", help="score the studies in an inbox folder with the champion (what the Dagster sensor does)",
+        "score",
+        help="score the studies in an inbox folder with the champion (what the Dagster sensor does)",
         description="Each top-level folder of INBOX is one study (any layout inside). Every study is ingested and "
         "de-identified into W/scoring/intake/<key>/ (unreadable files are quarantined there with a reason), scored "
         "with the registry's champion into W/scoring/scores.parquet (pseudonymous ids, probability, decision at the "
@@ -171,9 +225,15 @@ def _add_score(commands: Commands, profile: str) -> None:
     sc.add_argument("inbox", type=Path, help="inbox folder: one folder per study")
     sc.add_argument("--workdir", type=Path, required=True, help="work folder W (holds the registry)")
     sc.add_argument("--out", type=Path, default=None, help="outbox for the DICOM SR and Secondary Capture objects")
-    sc.add_argument("--secret", default=None, help="pseudonymisation key (default: $SCANLENS_SECRET or W/.scanlens/secret.key)")
-    sc.add_argument("--stable-seconds", type=float, default=0.0,
-                    help="skip (for now) studies with a file modified less than this many seconds ago")
+    sc.add_argument(
+        "--secret", default=None, help="pseudonymisation key (default: $SCANLENS_SECRET or W/.scanlens/secret.key)"
+    )
+    sc.add_argument(
+        "--stable-seconds",
+        type=float,
+        default=0.0,
+        help="skip (for now) studies with a file modified less than this many seconds ago",
+    )
     add_settings(sc, ScoreSettings, profile=profile)
 
 
@@ -217,16 +277,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     settings = from_args(EvaluationSettings, args, args.profile)
     result = cross_validate(args.workdir.resolve(), cv, cfg, pre, aug, settings, progress=True)
     m = result.metrics
-    lines = [f"evaluation: {result.folder}", f"operating point: {m['operating_point']['rule']}"
-             + (f", threshold {m['operating_point']['threshold']:.4f}" if m["operating_point"]["threshold"] is not None else "")]
+    lines = [
+        f"evaluation: {result.folder}",
+        f"operating point: {m['operating_point']['rule']}"
+        + (
+            f", threshold {m['operating_point']['threshold']:.4f}"
+            if m["operating_point"]["threshold"] is not None
+            else ""
+        ),
+    ]
     for name in ("oof", "test"):
         block = m[name]
         if block is None:
             lines.append(f"{name}: no held-out test set")
             continue
         ci = block["auroc_ci"]
-        lines.append(f"{name} AUROC {block['auroc']:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else " (no CI)")
-                     + f", {block['n_scans']} scans of {block['n_patients']} patients")
+        lines.append(
+            f"{name} AUROC {block['auroc']:.4f}"
+            + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else " (no CI)")
+            + f", {block['n_scans']} scans of {block['n_patients']} patients"
+        )
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
@@ -234,13 +304,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from pipeline.explain.run import explain
 
-    settings = from_args(ExplainSettings, args, args.profile,
-                         attribution=from_args(AttributionConfig, args, args.profile))
+    settings = from_args(
+        ExplainSettings, args, args.profile, attribution=from_args(AttributionConfig, args, args.profile)
+    )
     result = explain(args.workdir.resolve(), settings)
     lines = [f"saliency: {result.folder} ({len(result.cases)} cases from {result.sanity['source']})"]
     for method, entry in result.sanity["methods"].items():
-        lines.append(f"  {method}: {entry['verdict']} (final Spearman {entry['randomisation']['final_spearman']:.3f}), "
-                     f"deletion AUC {entry['deletion_auc']:.3f} vs random {entry['deletion_random_auc']:.3f}")
+        lines.append(
+            f"  {method}: {entry['verdict']} (final Spearman {entry['randomisation']['final_spearman']:.3f}), "
+            f"deletion AUC {entry['deletion_auc']:.3f} vs random {entry['deletion_random_auc']:.3f}"
+        )
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
@@ -259,12 +332,16 @@ def _registry(args: argparse.Namespace) -> int:
     registry = Registry(args.workdir.resolve())
     if args.registry_command == "list":
         entries = registry.versions()
-        lines = [f"{e.version}  {e.status:10}  OOF AUROC {e.record['oof_auroc']:.3f}  {e.reason or ''}" for e in entries]
+        lines = [
+            f"{e.version}  {e.status:10}  OOF AUROC {e.record['oof_auroc']:.3f}  {e.reason or ''}" for e in entries
+        ]
         sys.stdout.write("\n".join(lines or ["no versions registered"]) + "\n")
     elif args.registry_command == "show":
         entry = registry.entry(args.version)
         history = [h for h in registry.history() if h["version"] == args.version]
-        sys.stdout.write(json.dumps({"status": entry.status, "record": entry.record, "history": history}, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps({"status": entry.status, "record": entry.record, "history": history}, indent=2) + "\n"
+        )
     elif args.registry_command == "register":
         entry = registry.register(args.report)
         sys.stdout.write(f"{entry.version} {entry.status}\n")
@@ -289,20 +366,31 @@ def _score(args: argparse.Namespace) -> int:
     poll = settled_studies(args.inbox.resolve(), pseudonymizer, time.time(), args.stable_seconds)
     totals = {"scored": 0, "skipped": 0, "dicom": 0}
     for study in poll.ready:
-        done = score_study(workdir, study.folder, study.key, args.out.resolve() if args.out else None, secret.decode(),
-                           champion, overlays=settings.overlays)
+        done = score_study(
+            workdir,
+            study.folder,
+            study.key,
+            args.out.resolve() if args.out else None,
+            secret.decode(),
+            champion,
+            overlays=settings.overlays,
+        )
         quarantined = ", ".join(f"{k}={v}" for k, v in done.quarantine_by_reason.items()) or "none"
         not_scored = "".join(f", {n} not scored ({why})" for why, n in done.not_scored.items())
-        sys.stdout.write(f"{study.key}: {done.n_scans} scans, {len(done.scores)} scored, {done.n_skipped} already "
-                         f"scored{not_scored}; quarantined: {quarantined}\n")
+        sys.stdout.write(
+            f"{study.key}: {done.n_scans} scans, {len(done.scores)} scored, {done.n_skipped} already "
+            f"scored{not_scored}; quarantined: {quarantined}\n"
+        )
         totals["scored"] += len(done.scores)
         totals["skipped"] += done.n_skipped
         totals["dicom"] += len(done.dicom_outputs)
-    sys.stdout.write(f"{len(poll.ready)} studies with champion {champion.version}: {totals['scored']} scans scored, "
-                     f"{totals['skipped']} already scored, {totals['dicom']} DICOM objects written"
-                     f"{f' to {args.out}' if args.out else ''}; {poll.waiting} studies still being written or empty, "
-                     f"{poll.loose_files} loose files outside study folders (not scored)\n"
-                     f"scores: {Workdir(workdir).scores}\n")
+    sys.stdout.write(
+        f"{len(poll.ready)} studies with champion {champion.version}: {totals['scored']} scans scored, "
+        f"{totals['skipped']} already scored, {totals['dicom']} DICOM objects written"
+        f"{f' to {args.out}' if args.out else ''}; {poll.waiting} studies still being written or empty, "
+        f"{poll.loose_files} loose files outside study folders (not scored)\n"
+        f"scores: {Workdir(workdir).scores}\n"
+    )
     return 0
 
 
@@ -327,8 +415,10 @@ def _status(args: argparse.Namespace) -> int:
     for model_id in wd.model_ids():
         card = json.loads(wd.model(model_id).card.read_text())
         auroc = card["validation"]["best_auroc"]
-        out.append(f"  model:      {wd.model(model_id).root} ({card['dims']}D, {card['validation']['epochs_run']} "
-                   f"epochs, best validation AUROC {'n/a' if auroc is None else f'{auroc:.3f}'})")
+        out.append(
+            f"  model:      {wd.model(model_id).root} ({card['dims']}D, {card['validation']['epochs_run']} "
+            f"epochs, best validation AUROC {'n/a' if auroc is None else f'{auroc:.3f}'})"
+        )
     metrics_path = wd.metrics
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
@@ -352,7 +442,9 @@ def _import_medmnist(args: argparse.Namespace) -> int:
         sys.stdout.write(f"{len(studies)} studies in the inbox {args.out}\n")
         return 0
     result = import_medmnist(args.npz, args.out, fmt=args.format, limit=args.limit, seed=args.seed)
-    sys.stdout.write(f"wrote {result.n_items} {result.dims}D items for {result.n_patients} synthetic patients to {args.out}\n")
+    sys.stdout.write(
+        f"wrote {result.n_items} {result.dims}D items for {result.n_patients} synthetic patients to {args.out}\n"
+    )
     sys.stdout.write(f"labels: {result.labels_path}\n")
     return 0
 
@@ -361,8 +453,9 @@ def _ingest(args: argparse.Namespace) -> int:
     from pipeline.ingest import IngestConfig, ingest
 
     settings = from_args(IngestSettings, args, args.profile)
-    result = ingest(IngestConfig.of(settings, source=args.src, workdir=args.workdir, labels=args.labels,
-                                    secret=args.secret))
+    result = ingest(
+        IngestConfig.of(settings, source=args.src, workdir=args.workdir, labels=args.labels, secret=args.secret)
+    )
     if args.timings is not None:
         import pandas as pd
 
@@ -387,9 +480,17 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"import-medmnist": _import_medmnist, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
-            "explain": _explain, "report": _report, "registry": _registry, "score": _score,
-            "status": _status}
+COMMANDS = {
+    "import-medmnist": _import_medmnist,
+    "ingest": _ingest,
+    "train": _train,
+    "evaluate": _evaluate,
+    "explain": _explain,
+    "report": _report,
+    "registry": _registry,
+    "score": _score,
+    "status": _status,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -397,7 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile.add_argument("--profile", choices=tuple(PROFILES), default="default")
     known, _ = profile.parse_known_args(argv)  # the profile decides the other flags' defaults
     args = _parser(known.profile).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     install_log_redaction()
     set_lock_timeout(args.lock_timeout)  # None: $SCANLENS_LOCK_TIMEOUT or the default
     try:

@@ -165,7 +165,9 @@ class DicomInstance:
         return str(self.metadata.get("Modality") or "OT")
 
 
-def deidentify(header: DicomHeader, relpath: str, pseudonymizer: Pseudonymizer, keep_demographics: bool) -> DicomInstance:
+def deidentify(
+    header: DicomHeader, relpath: str, pseudonymizer: Pseudonymizer, keep_demographics: bool
+) -> DicomInstance:
     """Pseudonymise a parsed header's identifiers and keep only its allow-listed attributes.
 
     A file without StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID is keyed on its path

@@ -60,8 +60,9 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
     card = json.loads(card_path.read_text())
     pre = preprocess_config_from_card(card)
     hyper = card["hyperparameters"]
-    model = build_classifier(len(card["class_names"]), pre, None, hyper.get("inflation", "average"),
-                             int(hyper.get("depth_kernel", 3))).network
+    model = build_classifier(
+        len(card["class_names"]), pre, None, hyper.get("inflation", "average"), int(hyper.get("depth_kernel", 3))
+    ).network
     model.load_state_dict(load_checkpoint(weights_path))
     dev = resolve_device(device)
     # torch's Module.to overloads omit memory_format, which it accepts at runtime
@@ -85,13 +86,14 @@ def predict_ensemble(models: list[LoadedModel], workdir: Path, index: pd.DataFra
     out = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
-            batch = torch.from_numpy(np.stack([np.load(p) for p in paths[start:start + batch_size]]))
+            batch = torch.from_numpy(np.stack([np.load(p) for p in paths[start : start + batch_size]]))
             total: np.ndarray | float = 0.0
             for loaded in models:
                 dev = loaded.device
                 source = batch.pin_memory() if dev.pin_memory else batch
-                images = source.to(dev.device, non_blocking=dev.non_blocking,
-                                   memory_format=dev.memory_format(loaded.preprocess.dims))
+                images = source.to(
+                    dev.device, non_blocking=dev.non_blocking, memory_format=dev.memory_format(loaded.preprocess.dims)
+                )
                 with dev.autocast():
                     logits = loaded.model(images)
                 total = total + torch.softmax(logits.float(), dim=1).cpu().numpy()

@@ -152,6 +152,7 @@ def workdir_lock(workdir: Path, purpose: str, timeout: float | None = None) -> I
 
 def writes_workdir(purpose: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator: hold :func:`workdir_lock` on the function's first argument (the work folder) for the call."""
+
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @wraps(fn)
         def locked(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -160,7 +161,9 @@ def writes_workdir(purpose: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 raise TypeError(f"{fn.__name__}: the work folder must be a path, not {type(workdir).__name__}")
             with workdir_lock(Path(workdir), purpose):
                 return fn(*args, **kwargs)
+
         return locked
+
     return decorate
 
 
@@ -186,8 +189,12 @@ def _acquire(fd: int, path: Path, purpose: str, wait: float) -> bool:
     previous = _holder(fd)
     if previous and not _pid_alive(previous):
         log.warning("stale lock: %s ended without releasing the work folder; cleaning up after it", _describe(previous))
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
-              "since": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "purpose": purpose,
+        "since": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
     return bool(previous)

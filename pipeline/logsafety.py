@@ -30,10 +30,23 @@ from pathlib import PurePath
 from typing import Any, TextIO
 
 #: Libraries that see header values: their messages are never shown, whatever they say.
-WITHHELD = frozenset({
-    "pydicom", "highdicom", "nibabel", "monai", "pylibjpeg", "openjpeg", "libjpeg", "rle", "jpeg_ls", "pyjpegls",
-    "pynetdicom", "dicomweb_client", "dicomanonymizer",
-})
+WITHHELD = frozenset(
+    {
+        "pydicom",
+        "highdicom",
+        "nibabel",
+        "monai",
+        "pylibjpeg",
+        "openjpeg",
+        "libjpeg",
+        "rle",
+        "jpeg_ls",
+        "pyjpegls",
+        "pynetdicom",
+        "dicomweb_client",
+        "dicomanonymizer",
+    }
+)
 #: Loggers whose records are left alone: ScanLens's own (which never log header values) and Dagster's.
 OURS = ("pipeline", "assets", "scanlens", "dagster", "py.warnings")
 WARNINGS_LOGGER = "py.warnings"
@@ -46,7 +59,7 @@ _installed = False
 
 def redact(text: str) -> str:
     """Replace quoted text, UIDs and runs of six or more digits (dates, record numbers) by placeholders."""
-    text = _QUOTED.sub(lambda m: f'{m.group(0)[0]}<redacted>{m.group(0)[0]}', text)
+    text = _QUOTED.sub(lambda m: f"{m.group(0)[0]}<redacted>{m.group(0)[0]}", text)
     text = _UID.sub("<uid>", text)
     return _DIGITS.sub("<number>", text)
 
@@ -73,8 +86,14 @@ def safe_text(library: str, text: str, what: str) -> str:
     return f"{what} from {library}: {redact(text)}"
 
 
-def _showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                 file: TextIO | None = None, line: str | None = None) -> None:
+def _showwarning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     library = library_of(filename)
     if library == "pipeline":
         text = f"{category.__name__}: {message}"

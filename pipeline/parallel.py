@@ -61,8 +61,9 @@ def parallel_map(fn: Callable[[T], R], items: list[T], workers: int, desc: str, 
     if workers <= 1 or len(items) < 4:
         return list(progress(map(fn, items)))
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context,
-                             initializer=_one_thread_per_worker) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(items)), mp_context=context, initializer=_one_thread_per_worker
+    ) as pool:
         return list(progress(pool.map(fn, items, chunksize=chunksize)))
 
 
@@ -165,8 +166,13 @@ def _failure_of(exc: BaseException) -> TaskFailure:
 
 
 def isolated_map(
-    fn: Callable[[T], R], items: list[T], workers: int, desc: str, limits: WorkerLimits,
-    on_failure: Callable[[T, TaskFailure], R], chunksize: int = 1,
+    fn: Callable[[T], R],
+    items: list[T],
+    workers: int,
+    desc: str,
+    limits: WorkerLimits,
+    on_failure: Callable[[T, TaskFailure], R],
+    chunksize: int = 1,
 ) -> list[Timed[R]]:
     """Map ``fn`` over ``items`` in isolated worker processes, in order, with per-task limits.
 
@@ -178,7 +184,7 @@ def isolated_map(
     if not items:
         return []
     chunksize = max(1, chunksize)
-    chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
+    chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
     results: list[Timed[R] | None] = [None] * len(items)
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     n_workers = max(1, min(workers, len(chunks)))
@@ -188,12 +194,17 @@ def isolated_map(
             value = on_failure(items[index], value)
         results[index] = Timed(value, seconds)
 
-    with ProcessPool(max_workers=n_workers, initializer=_limit_worker, initargs=(limits.memory_mb,),
-                     context=context) as pool, \
-            tqdm(total=len(items), desc=desc, unit="item", disable=None, leave=False) as bar:
+    with (
+        ProcessPool(
+            max_workers=n_workers, initializer=_limit_worker, initargs=(limits.memory_mb,), context=context
+        ) as pool,
+        tqdm(total=len(items), desc=desc, unit="item", disable=None, leave=False) as bar,
+    ):
+
         def submit(chunk: list[T]) -> ProcessFuture:
-            return pool.schedule(_run_chunk, args=(fn, chunk, limits.timeout_s),
-                                 timeout=limits.timeout_s * len(chunk) + BACKSTOP_SECONDS)
+            return pool.schedule(
+                _run_chunk, args=(fn, chunk, limits.timeout_s), timeout=limits.timeout_s * len(chunk) + BACKSTOP_SECONDS
+            )
 
         pending = [(start * chunksize, submit(chunk)) for start, chunk in enumerate(chunks)]
         retry: list[tuple[int, ProcessFuture, float]] = []
@@ -201,7 +212,10 @@ def isolated_map(
             try:
                 chunk_out = future.result()
             except Exception:  # noqa: BLE001 (a worker died: pin the failure on one task by re-running them alone)
-                log.debug("a worker died in a chunk of %d tasks; re-running them one at a time", len(chunks[offset // chunksize]))
+                log.debug(
+                    "a worker died in a chunk of %d tasks; re-running them one at a time",
+                    len(chunks[offset // chunksize]),
+                )
                 for index in range(offset, offset + len(chunks[offset // chunksize])):
                     retry.append((index, submit([items[index]]), time.perf_counter()))
                 continue
@@ -210,7 +224,7 @@ def isolated_map(
             bar.update(len(chunk_out))
         for index, future, started in retry:
             try:
-                (value, seconds), = future.result()
+                ((value, seconds),) = future.result()
             except Exception as exc:  # noqa: BLE001 (a task that failed alone is recorded as that task's failure)
                 value, seconds = _failure_of(exc), time.perf_counter() - started
             settle(index, value, seconds)

@@ -25,9 +25,13 @@ def load_tensor_file(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 (torch's unpickler raises many types on a hostile or foreign file)
-        raise NotWeightsFileError(f"{path.name}: not a ScanLens weights file (refused to unpickle: {_why(exc)})") from None
+        raise NotWeightsFileError(
+            f"{path.name}: not a ScanLens weights file (refused to unpickle: {_why(exc)})"
+        ) from None
     if not isinstance(state, dict):
-        raise NotWeightsFileError(f"{path.name}: not a ScanLens weights file (it holds a {type(state).__name__}, not a dict)")
+        raise NotWeightsFileError(
+            f"{path.name}: not a ScanLens weights file (it holds a {type(state).__name__}, not a dict)"
+        )
     return state
 
 

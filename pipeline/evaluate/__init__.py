@@ -7,5 +7,15 @@ from pipeline.evaluate.crossval import FoldRun, train_fold
 from pipeline.evaluate.evaluation import Evaluation, EvaluationSettings, cross_validate, evaluate_cv
 from pipeline.evaluate.folds import CVSettings, Folds, load_folds, make_folds
 
-__all__ = ["CVSettings", "Evaluation", "EvaluationSettings", "FoldRun", "Folds", "cross_validate", "evaluate_cv",
-           "load_folds", "make_folds", "train_fold"]
+__all__ = [
+    "CVSettings",
+    "Evaluation",
+    "EvaluationSettings",
+    "FoldRun",
+    "Folds",
+    "cross_validate",
+    "evaluate_cv",
+    "load_folds",
+    "make_folds",
+    "train_fold",
+]

@@ -15,8 +15,13 @@ Statistic = Callable[[np.ndarray, np.ndarray], float]
 
 
 def cluster_bootstrap_ci(
-    y: np.ndarray, p: np.ndarray, groups: np.ndarray, statistic: Statistic, n_resamples: int = 2000,
-    level: float = 0.95, seed: int = 0,
+    y: np.ndarray,
+    p: np.ndarray,
+    groups: np.ndarray,
+    statistic: Statistic,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile CI of ``statistic(y, p)`` when whole groups (patients) are resampled with replacement."""
     y, p, groups = np.asarray(y), np.asarray(p), np.asarray(groups)

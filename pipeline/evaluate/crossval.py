@@ -55,8 +55,16 @@ def settings_hash(cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig) -
 
 
 @writes_workdir("train")
-def train_fold(workdir: Path, fold: int, cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig = AugmentConfig(),
-               folds: Folds | None = None, progress: bool = False, log: logging.Logger | Any = module_log) -> FoldRun:
+def train_fold(
+    workdir: Path,
+    fold: int,
+    cfg: TrainConfig,
+    pre: PreprocessConfig,
+    aug: AugmentConfig = AugmentConfig(),
+    folds: Folds | None = None,
+    progress: bool = False,
+    log: logging.Logger | Any = module_log,
+) -> FoldRun:
     """Train (or resume) fold ``fold``'s model and write its out-of-fold and test predictions."""
     folds = folds or load_folds(workdir)
     if not 0 <= fold < folds.settings.n_folds:
@@ -70,28 +78,50 @@ def train_fold(workdir: Path, fold: int, cfg: TrainConfig, pre: PreprocessConfig
     if not result.completed:
         raise UserInputError(f"fold {fold}'s training stopped before it finished: run it again to resume")
     model_id = result.card["model_id"]
-    record = {"fold": fold, "model_id": model_id, "folds_hash": folds.folds_hash,
-              "settings_hash": settings_hash(cfg, pre, aug), "weights_sha256": sha256_file(ModelFiles(result.model_dir).weights),
-              "classes": result.card["class_names"], "best_val_auroc": result.card["validation"]["best_auroc"],
-              "n_train": len(training), "n_train_patients": int(training["patient_id"].nunique())}
+    record = {
+        "fold": fold,
+        "model_id": model_id,
+        "folds_hash": folds.folds_hash,
+        "settings_hash": settings_hash(cfg, pre, aug),
+        "weights_sha256": sha256_file(ModelFiles(result.model_dir).weights),
+        "classes": result.card["class_names"],
+        "best_val_auroc": result.card["validation"]["best_auroc"],
+        "n_train": len(training),
+        "n_train_patients": int(training["patient_id"].nunique()),
+    }
     target = Workdir(workdir).fold(fold)
     scored = scans[(scans["fold"] == fold) | (scans["fold"] == TEST)]
     previous = target.record
     if previous.exists() and target.predictions.exists() and json.loads(previous.read_text()) == record:
         log.info("fold %d: model %s and its predictions are up to date", fold, model_id)
-        return FoldRun(fold, model_id, result.model_dir, int((scored["fold"] == fold).sum()),
-                       int((scored["fold"] == TEST).sum()), record["best_val_auroc"], predicted=False)
+        return FoldRun(
+            fold,
+            model_id,
+            result.model_dir,
+            int((scored["fold"] == fold).sum()),
+            int((scored["fold"] == TEST).sum()),
+            record["best_val_auroc"],
+            predicted=False,
+        )
     index = preprocess_catalog(workdir, pre, scans=scored.drop(columns="fold")).index
     index = index.merge(scored[["scan_id", "fold"]], on="scan_id")
     loaded = load_model(result.model_dir, cfg.device)
     probabilities = predict_probabilities(loaded, workdir, index, batch_size=max(cfg.batch_size, 32))
-    table = pd.DataFrame({"scan_id": index["scan_id"], "patient_id": index["patient_id"],
-                          "label": index["label"].astype("int64"), "fold": index["fold"].astype("int64"),
-                          "role": ["test" if f == TEST else "oof" for f in index["fold"]]})
+    table = pd.DataFrame(
+        {
+            "scan_id": index["scan_id"],
+            "patient_id": index["patient_id"],
+            "label": index["label"].astype("int64"),
+            "fold": index["fold"].astype("int64"),
+            "role": ["test" if f == TEST else "oof" for f in index["fold"]],
+        }
+    )
     for j, name in enumerate(loaded.classes):
         table[probability_column(name)] = probabilities[:, j]
     write_parquet_if_changed(target.predictions, table.sort_values("scan_id").reset_index(drop=True))
     write_bytes_if_changed(previous, json.dumps(record, indent=2).encode())
     n_oof = int((table["role"] == "oof").sum())
     log.info("fold %d: model %s scored %d out-of-fold and %d test scans", fold, model_id, n_oof, len(table) - n_oof)
-    return FoldRun(fold, model_id, result.model_dir, n_oof, len(table) - n_oof, record["best_val_auroc"], predicted=True)
+    return FoldRun(
+        fold, model_id, result.model_dir, n_oof, len(table) - n_oof, record["best_val_auroc"], predicted=True
+    )

@@ -56,8 +56,9 @@ def _collect(workdir: Path, folds: Folds) -> tuple[pd.DataFrame, list[dict[str, 
     for k in range(folds.settings.n_folds):
         target = Workdir(workdir).fold(k)
         if not target.record.exists():
-            raise UserInputError(f"fold {k} has no model yet: materialise fold_models partition fold_{k} "
-                                 "(or run `scanlens evaluate`)")
+            raise UserInputError(
+                f"fold {k} has no model yet: materialise fold_models partition fold_{k} (or run `scanlens evaluate`)"
+            )
         record = json.loads(target.record.read_text())
         if record["folds_hash"] != folds.folds_hash:
             raise UserInputError(f"fold {k}'s model was trained on an older fold assignment: re-run fold_{k}")
@@ -82,31 +83,48 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
     classes = [str(c) for c in records[0]["classes"]]
     prob_columns = [probability_column(c) for c in classes]
     oof = predictions[predictions["role"] == "oof"].sort_values("scan_id").reset_index(drop=True)
-    test = (predictions[predictions["role"] == "test"].groupby(["scan_id", "patient_id", "label"], as_index=False)
-            .agg(**{c: (c, "mean") for c in prob_columns}, n_models=("fold", "size")))
+    test = (
+        predictions[predictions["role"] == "test"]
+        .groupby(["scan_id", "patient_id", "label"], as_index=False)
+        .agg(**{c: (c, "mean") for c in prob_columns}, n_models=("fold", "size"))
+    )
     wd = Workdir(workdir)
     write_parquet_if_changed(wd.oof_predictions, oof[["scan_id", "patient_id", "fold", "label", *prob_columns]])
     if len(test):
         write_parquet_if_changed(wd.test_predictions, test)
     binary = len(classes) == 2
     args = (settings.n_resamples, settings.seed, settings.level)
-    rule = ("youden" if settings.target_sensitivity is None else f"sensitivity >= {settings.target_sensitivity}")
+    rule = "youden" if settings.target_sensitivity is None else f"sensitivity >= {settings.target_sensitivity}"
     metrics: dict[str, Any] = {
-        "task": "binary" if binary else "multiclass", "classes": classes, "positive_class": positive_class(classes) if binary else None,
-        "settings": {"n_folds": folds.settings.n_folds, "fold_seed": folds.settings.seed, "dims": folds.settings.dims,
-                     "test_set": folds.test_source, "folds_hash": folds.folds_hash, "n_resamples": settings.n_resamples,
-                     "ci_level": settings.level,
-                     "bootstrap": "patient-level (cluster) percentile bootstrap", "bootstrap_seed": settings.seed},
-        "counts": fold_counts(folds.frame), "fold_warnings": [str(p) for p in folds.problems],
-        "models": [{"fold": r["fold"], "model_id": r["model_id"], "best_val_auroc": r["best_val_auroc"]} for r in records],
+        "task": "binary" if binary else "multiclass",
+        "classes": classes,
+        "positive_class": positive_class(classes) if binary else None,
+        "settings": {
+            "n_folds": folds.settings.n_folds,
+            "fold_seed": folds.settings.seed,
+            "dims": folds.settings.dims,
+            "test_set": folds.test_source,
+            "folds_hash": folds.folds_hash,
+            "n_resamples": settings.n_resamples,
+            "ci_level": settings.level,
+            "bootstrap": "patient-level (cluster) percentile bootstrap",
+            "bootstrap_seed": settings.seed,
+        },
+        "counts": fold_counts(folds.frame),
+        "fold_warnings": [str(p) for p in folds.problems],
+        "models": [
+            {"fold": r["fold"], "model_id": r["model_id"], "best_val_auroc": r["best_val_auroc"]} for r in records
+        ],
     }
     if binary:
         y_oof, p_oof = _binary(oof, classes)
         threshold = choose_threshold(y_oof, p_oof, settings.target_sensitivity)
         metrics["operating_point"] = {
-            "rule": rule, "threshold": threshold,
+            "rule": rule,
+            "threshold": threshold,
             "statement": "pre-specified on the pooled out-of-fold predictions before the test set was scored, "
-                         "and applied unchanged to the test set"}
+            "and applied unchanged to the test set",
+        }
         metrics["oof"] = binary_block(y_oof, p_oof, oof["patient_id"].to_numpy(), threshold, *args)
         if test.empty:
             metrics["test"] = None
@@ -116,25 +134,45 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
         metrics["folds"] = []
         for k, part in oof.groupby("fold"):
             y_fold, p_fold = _binary(part, classes)
-            block = binary_block(y_fold, p_fold, part["patient_id"].to_numpy(), threshold, *args,
-                                 with_calibration=False)
+            block = binary_block(
+                y_fold, p_fold, part["patient_id"].to_numpy(), threshold, *args, with_calibration=False
+            )
             metrics["folds"].append({"fold": int(k), **block})
     else:
-        metrics["operating_point"] = {"rule": "argmax", "threshold": None,
-                                      "statement": "multi-class decisions take the most probable class"}
+        metrics["operating_point"] = {
+            "rule": "argmax",
+            "threshold": None,
+            "statement": "multi-class decisions take the most probable class",
+        }
         ints = [int(c) for c in classes]
-        metrics["oof"] = multiclass_block(oof["label"].to_numpy(), oof[prob_columns].to_numpy(), ints,
-                                          oof["patient_id"].to_numpy(), *args)
-        metrics["test"] = None if test.empty else multiclass_block(
-            test["label"].to_numpy(), test[prob_columns].to_numpy(), ints, test["patient_id"].to_numpy(), *args)
-        metrics["folds"] = [{"fold": int(k), **multiclass_block(part["label"].to_numpy(), part[prob_columns].to_numpy(),
-                                                                 ints, part["patient_id"].to_numpy(), *args)}
-                            for k, part in oof.groupby("fold")]
+        metrics["oof"] = multiclass_block(
+            oof["label"].to_numpy(), oof[prob_columns].to_numpy(), ints, oof["patient_id"].to_numpy(), *args
+        )
+        metrics["test"] = (
+            None
+            if test.empty
+            else multiclass_block(
+                test["label"].to_numpy(), test[prob_columns].to_numpy(), ints, test["patient_id"].to_numpy(), *args
+            )
+        )
+        metrics["folds"] = [
+            {
+                "fold": int(k),
+                **multiclass_block(
+                    part["label"].to_numpy(), part[prob_columns].to_numpy(), ints, part["patient_id"].to_numpy(), *args
+                ),
+            }
+            for k, part in oof.groupby("fold")
+        ]
     metrics["subgroups"] = _subgroups(workdir, oof, test, classes, metrics, settings) if settings.subgroups else {}
     written = _plots(wd, oof, test, classes, metrics, settings)
     write_bytes_if_changed(wd.metrics, json.dumps(metrics, indent=2, default=_jsonable).encode())
-    log.info("evaluation: pooled out-of-fold AUROC %.4f %s; test %s", metrics["oof"]["auroc"], metrics["oof"]["auroc_ci"],
-             "none" if metrics["test"] is None else f"{metrics['test']['auroc']:.4f} {metrics['test']['auroc_ci']}")
+    log.info(
+        "evaluation: pooled out-of-fold AUROC %.4f %s; test %s",
+        metrics["oof"]["auroc"],
+        metrics["oof"]["auroc_ci"],
+        "none" if metrics["test"] is None else f"{metrics['test']['auroc']:.4f} {metrics['test']['auroc_ci']}",
+    )
     return Evaluation(metrics, wd.evaluation, written)
 
 
@@ -144,8 +182,14 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _subgroups(workdir: Path, oof: pd.DataFrame, test: pd.DataFrame, classes: list[str], metrics: dict[str, Any],
-               settings: EvaluationSettings) -> dict[str, Any]:
+def _subgroups(
+    workdir: Path,
+    oof: pd.DataFrame,
+    test: pd.DataFrame,
+    classes: list[str],
+    metrics: dict[str, Any],
+    settings: EvaluationSettings,
+) -> dict[str, Any]:
     if len(classes) != 2:
         return {"note": "subgroup tables are computed for binary tasks"}
     catalog = pd.read_parquet(Workdir(workdir).catalog)
@@ -157,19 +201,40 @@ def _subgroups(workdir: Path, oof: pd.DataFrame, test: pd.DataFrame, classes: li
             continue
         y, p = _binary(frame, classes)
         joined = with_subgroup_columns(frame.assign(p=p, label=y), catalog, list(settings.subgroups))
-        out[name] = subgroup_table(joined, list(settings.subgroups), threshold, settings.min_subgroup_patients,
-                                   settings.n_resamples, settings.seed)
+        out[name] = subgroup_table(
+            joined,
+            list(settings.subgroups),
+            threshold,
+            settings.min_subgroup_patients,
+            settings.n_resamples,
+            settings.seed,
+        )
     return out
 
 
-def _plots(wd: Workdir, oof: pd.DataFrame, test: pd.DataFrame, classes: list[str], metrics: dict[str, Any],
-           settings: EvaluationSettings) -> dict[str, Path]:
+def _plots(
+    wd: Workdir,
+    oof: pd.DataFrame,
+    test: pd.DataFrame,
+    classes: list[str],
+    metrics: dict[str, Any],
+    settings: EvaluationSettings,
+) -> dict[str, Path]:
     images: dict[str, bytes] = {}
     sets = [("out-of-fold", oof)] + ([("test (fold ensemble)", test)] if len(test) else [])
     forest = [{"label": f"fold {f['fold']}", "value": f["auroc"], "ci": f["auroc_ci"]} for f in metrics["folds"]]
-    forest.append({"label": "pooled out-of-fold", "value": metrics["oof"]["auroc"], "ci": metrics["oof"]["auroc_ci"], "pooled": True})
+    forest.append(
+        {
+            "label": "pooled out-of-fold",
+            "value": metrics["oof"]["auroc"],
+            "ci": metrics["oof"]["auroc_ci"],
+            "pooled": True,
+        }
+    )
     if metrics["test"] is not None:
-        forest.append({"label": "test", "value": metrics["test"]["auroc"], "ci": metrics["test"]["auroc_ci"], "pooled": True})
+        forest.append(
+            {"label": "test", "value": metrics["test"]["auroc"], "ci": metrics["test"]["auroc_ci"], "pooled": True}
+        )
     images["forest"] = plots.forest_plot(forest, "AUROC" if len(classes) == 2 else "macro AUROC")
     if len(classes) == 2:
         positive = int(positive_class(classes))
@@ -177,7 +242,9 @@ def _plots(wd: Workdir, oof: pd.DataFrame, test: pd.DataFrame, classes: list[str
         grid = np.linspace(0, 1, 101)
         for label, frame in sets:
             y, p = _binary(frame, classes)
-            weights = np.vstack(list(bootstrap_weights(frame["patient_id"].to_numpy(), settings.n_resamples, settings.seed)))
+            weights = np.vstack(
+                list(bootstrap_weights(frame["patient_id"].to_numpy(), settings.n_resamples, settings.seed))
+            )
             band = (grid, *roc_band(y, p, weights, grid, settings.level)) if 0 < y.sum() < len(y) else None
             curves.append({"label": label, "y": y, "p": p, "band": band})
         images["roc"] = plots.roc_plot(curves, "ROC (band: 95% patient-level bootstrap)")
@@ -185,18 +252,39 @@ def _plots(wd: Workdir, oof: pd.DataFrame, test: pd.DataFrame, classes: list[str
         blocks = [("out-of-fold", metrics["oof"])] + ([("test", metrics["test"])] if metrics["test"] else [])
         images["calibration"] = plots.calibration_plot(blocks)
         threshold = metrics["operating_point"]["threshold"]
-        panels = [(label, frame["label"].to_numpy(), np.where(_binary(frame, classes)[1] >= threshold,
-                                                               positive, int(classes[0]))) for label, frame in sets]
+        panels = [
+            (
+                label,
+                frame["label"].to_numpy(),
+                np.where(_binary(frame, classes)[1] >= threshold, positive, int(classes[0])),
+            )
+            for label, frame in sets
+        ]
         images["confusion_matrix"] = plots.confusion_plot(
-            panels, classes, f"operating point p >= {threshold:.3f} ({metrics['operating_point']['rule']}), "
-                             "pre-specified on out-of-fold predictions")
+            panels,
+            classes,
+            f"operating point p >= {threshold:.3f} ({metrics['operating_point']['rule']}), "
+            "pre-specified on out-of-fold predictions",
+        )
     else:
         columns = [f"prob_{c}" for c in classes]
-        curves = [{"label": f"class {c} vs rest", "y": (oof["label"].to_numpy() == int(c)).astype(int),
-                   "p": oof[f"prob_{c}"].to_numpy()} for c in classes]
+        curves = [
+            {
+                "label": f"class {c} vs rest",
+                "y": (oof["label"].to_numpy() == int(c)).astype(int),
+                "p": oof[f"prob_{c}"].to_numpy(),
+            }
+            for c in classes
+        ]
         images["roc"] = plots.roc_plot(curves, "One-vs-rest ROC (out-of-fold)")
-        panels = [(label, frame["label"].to_numpy(), np.asarray([int(c) for c in classes])[frame[columns].to_numpy().argmax(1)])
-                  for label, frame in sets]
+        panels = [
+            (
+                label,
+                frame["label"].to_numpy(),
+                np.asarray([int(c) for c in classes])[frame[columns].to_numpy().argmax(1)],
+            )
+            for label, frame in sets
+        ]
         images["confusion_matrix"] = plots.confusion_plot(panels, classes, "decision: most probable class")
     paths = {}
     for name, data in images.items():
@@ -206,8 +294,15 @@ def _plots(wd: Workdir, oof: pd.DataFrame, test: pd.DataFrame, classes: list[str
 
 
 @writes_workdir("evaluate")
-def cross_validate(workdir: Path, cv: CVSettings, cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig,
-                   settings: EvaluationSettings = EvaluationSettings(), progress: bool = False) -> Evaluation:
+def cross_validate(
+    workdir: Path,
+    cv: CVSettings,
+    cfg: TrainConfig,
+    pre: PreprocessConfig,
+    aug: AugmentConfig,
+    settings: EvaluationSettings = EvaluationSettings(),
+    progress: bool = False,
+) -> Evaluation:
     """The whole evaluation: persist folds, train (or resume) every fold model, pool the statistics."""
     folds = make_folds(workdir, cv)
     if any(p.severity == "error" for p in folds.problems):

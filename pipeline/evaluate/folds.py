@@ -66,14 +66,22 @@ def make_folds(workdir: Path, settings: CVSettings) -> Folds:
     frame = assigned[FOLD_COLUMNS].sort_values("scan_id").reset_index(drop=True)
     frame["label"] = frame["label"].astype("int64")
     frame["fold"] = frame["fold"].astype("int64")
-    test_source = ("catalogue split 'test'" if (scans["split"] == "test").any()
-                   else f"patient-grouped random {settings.test_fraction:.0%} (seed {settings.seed})")
+    test_source = (
+        "catalogue split 'test'"
+        if (scans["split"] == "test").any()
+        else f"patient-grouped random {settings.test_fraction:.0%} (seed {settings.seed})"
+    )
     folds_hash = _hash(frame)
     problems = check_folds(frame)
     wd.evaluation.mkdir(parents=True, exist_ok=True)
     written = write_parquet_if_changed(wd.folds_table, frame)
-    meta = {"settings": asdict(settings), "test_source": test_source, "folds_hash": folds_hash, "problems": [str(p) for p in problems],
-            "counts": fold_counts(frame)}
+    meta = {
+        "settings": asdict(settings),
+        "test_source": test_source,
+        "folds_hash": folds_hash,
+        "problems": [str(p) for p in problems],
+        "counts": fold_counts(frame),
+    }
     written |= write_bytes_if_changed(wd.folds_meta, json.dumps(meta, indent=2).encode())
     for problem in problems:
         log.warning("folds: %s", problem)
@@ -87,8 +95,13 @@ def load_folds(workdir: Path) -> Folds:
         raise UserInputError(f"no fold assignment in {wd.evaluation}: materialise cv_folds or run `scanlens evaluate`")
     meta = json.loads(wd.folds_meta.read_text())
     frame = pd.read_parquet(wd.folds_table)
-    return Folds(frame, CVSettings(**meta["settings"]), meta["folds_hash"], meta["test_source"],
-                 [FoldProblem.parse(p) for p in meta["problems"]])
+    return Folds(
+        frame,
+        CVSettings(**meta["settings"]),
+        meta["folds_hash"],
+        meta["test_source"],
+        [FoldProblem.parse(p) for p in meta["problems"]],
+    )
 
 
 def fold_counts(frame: pd.DataFrame) -> dict[str, Any]:
@@ -96,6 +109,8 @@ def fold_counts(frame: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for fold, part in frame.groupby("fold"):
         name = "test" if fold == TEST else f"fold_{fold}"
-        out[name] = {"scans": {str(k): int(v) for k, v in part["label"].value_counts().sort_index().items()},
-                     "patients": int(part["patient_id"].nunique())}
+        out[name] = {
+            "scans": {str(k): int(v) for k, v in part["label"].value_counts().sort_index().items()},
+            "patients": int(part["patient_id"].nunique()),
+        }
     return out

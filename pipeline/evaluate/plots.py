@@ -21,13 +21,20 @@ def roc_plot(curves: list[dict[str, Any]], title: str = "ROC") -> bytes:
     figure, axis = plt.subplots(figsize=(5, 5), dpi=100)
     for curve in curves:
         fpr, tpr, _ = roc_curve(curve["y"], curve["p"])
-        line, = axis.plot(fpr, tpr, lw=1.8, label=curve["label"])
+        (line,) = axis.plot(fpr, tpr, lw=1.8, label=curve["label"])
         if curve.get("band") is not None:
             grid, low, high = curve["band"]
-            axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, label=f"{curve['label']}: 95% CI band")
+            axis.fill_between(
+                grid, low, high, color=line.get_color(), alpha=0.2, label=f"{curve['label']}: 95% CI band"
+            )
     axis.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
-    axis.set(xlabel="1 - specificity (false-positive rate)", ylabel="sensitivity (true-positive rate)",
-             xlim=(0, 1), ylim=(0, 1.01), title=title)
+    axis.set(
+        xlabel="1 - specificity (false-positive rate)",
+        ylabel="sensitivity (true-positive rate)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=title,
+    )
     axis.legend(loc="lower right", fontsize=8)
     return _png(figure)
 
@@ -37,10 +44,15 @@ def pr_plot(curves: list[dict[str, Any]]) -> bytes:
     figure, axis = plt.subplots(figsize=(5, 5), dpi=100)
     for curve in curves:
         precision, recall, _ = precision_recall_curve(curve["y"], curve["p"])
-        line, = axis.step(recall, precision, where="post", lw=1.8, label=curve["label"])
+        (line,) = axis.step(recall, precision, where="post", lw=1.8, label=curve["label"])
         axis.axhline(float(np.mean(curve["y"])), ls=":", lw=1, color=line.get_color())
-    axis.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", xlim=(0, 1), ylim=(0, 1.01),
-             title="Precision-recall (dotted: prevalence)")
+    axis.set(
+        xlabel="recall (sensitivity)",
+        ylabel="precision (PPV)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title="Precision-recall (dotted: prevalence)",
+    )
     axis.legend(loc="lower left", fontsize=8)
     return _png(figure)
 
@@ -50,12 +62,22 @@ def calibration_plot(blocks: list[tuple[str, dict[str, Any]]]) -> bytes:
     figure, axis = plt.subplots(figsize=(5, 5), dpi=100)
     for label, block in blocks:
         rel = block["reliability"]
-        axis.plot(rel["mean_predicted"], rel["observed_rate"], "o-", ms=4,
-                  label=f"{label}: ECE {block['ece']:.3f}, slope {_fmt(block['calibration_slope'])}, "
-                        f"intercept {_fmt(block['calibration_intercept'])}")
+        axis.plot(
+            rel["mean_predicted"],
+            rel["observed_rate"],
+            "o-",
+            ms=4,
+            label=f"{label}: ECE {block['ece']:.3f}, slope {_fmt(block['calibration_slope'])}, "
+            f"intercept {_fmt(block['calibration_intercept'])}",
+        )
     axis.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="perfect calibration")
-    axis.set(xlabel="mean predicted probability (equal-mass bins)", ylabel="observed positive rate",
-             xlim=(0, 1), ylim=(0, 1), title="Calibration")
+    axis.set(
+        xlabel="mean predicted probability (equal-mass bins)",
+        ylabel="observed positive rate",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title="Calibration",
+    )
     axis.legend(loc="upper left", fontsize=7)
     return _png(figure)
 
@@ -67,10 +89,24 @@ def confusion_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], classes: li
         matrix = confusion_matrix(truth, called, labels=[int(c) for c in classes])
         axis.imshow(matrix, cmap="Blues")
         for (i, j), count in np.ndenumerate(matrix):
-            axis.text(j, i, str(count), ha="center", va="center",
-                      color="white" if count > matrix.max() / 2 else "black", fontsize=11)
-        axis.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
-                 xlabel="predicted", ylabel="true", title=title)
+            axis.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                color="white" if count > matrix.max() / 2 else "black",
+                fontsize=11,
+            )
+        axis.set(
+            xticks=range(len(classes)),
+            yticks=range(len(classes)),
+            xticklabels=classes,
+            yticklabels=classes,
+            xlabel="predicted",
+            ylabel="true",
+            title=title,
+        )
     figure.suptitle(subtitle, fontsize=9)
     return _png(figure)
 
@@ -84,12 +120,20 @@ def forest_plot(rows: list[dict[str, Any]], metric: str = "AUROC") -> bytes:
             axis.plot(row["value"], position, marker, color="black")
         if row.get("ci"):
             axis.hlines(position, row["ci"][0], row["ci"][1], color="black", lw=1.5)
-        text = "n/a" if row["value"] is None else f"{row['value']:.3f}" + (
-            f" [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]" if row.get("ci") else "")
+        text = (
+            "n/a"
+            if row["value"] is None
+            else f"{row['value']:.3f}" + (f" [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]" if row.get("ci") else "")
+        )
         axis.text(1.02, position, text, va="center", fontsize=8, transform=axis.get_yaxis_transform())
     axis.axvline(0.5, ls=":", color="grey", lw=1)
-    axis.set(yticks=range(len(rows)), yticklabels=[r["label"] for r in reversed(rows)], xlim=(0.0, 1.0),
-             xlabel=f"{metric} (95% patient-level bootstrap CI)", title=f"{metric} per fold")
+    axis.set(
+        yticks=range(len(rows)),
+        yticklabels=[r["label"] for r in reversed(rows)],
+        xlim=(0.0, 1.0),
+        xlabel=f"{metric} (95% patient-level bootstrap CI)",
+        title=f"{metric} per fold",
+    )
     return _png(figure)
 
 

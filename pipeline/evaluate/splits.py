@@ -83,5 +83,7 @@ def check_folds(folds: pd.DataFrame) -> list[FoldProblem]:
     for fold, part in folds[folds["fold"] != TEST].groupby("fold"):
         missing = classes - set(part["label"])
         if missing:
-            problems.append(FoldProblem("warning", f"validation fold {fold} has no scan of class(es) {sorted(missing)}"))
+            problems.append(
+                FoldProblem("warning", f"validation fold {fold} has no scan of class(es) {sorted(missing)}")
+            )
     return problems

@@ -36,17 +36,28 @@ def with_subgroup_columns(predictions: pd.DataFrame, catalog: pd.DataFrame, colu
     wanted = {DERIVED.get(c, c) for c in columns}
     missing = sorted(c for c in wanted if c not in catalog.columns)
     if missing:
-        hint = " (ingest with --keep-demographics for patient_sex/patient_age)" if {"patient_sex", "patient_age"} & set(missing) else ""
+        hint = (
+            " (ingest with --keep-demographics for patient_sex/patient_age)"
+            if {"patient_sex", "patient_age"} & set(missing)
+            else ""
+        )
         raise UserInputError(f"subgroup column(s) {', '.join(missing)} not in the catalogue{hint}")
-    joined = predictions.merge(catalog[["scan_id", *sorted(wanted)]], on="scan_id", how="left",
-                               suffixes=("", "_catalog"))
+    joined = predictions.merge(
+        catalog[["scan_id", *sorted(wanted)]], on="scan_id", how="left", suffixes=("", "_catalog")
+    )
     if "age_band" in columns:
         joined["age_band"] = joined["patient_age"].map(age_band)
     return joined
 
 
-def subgroup_table(frame: pd.DataFrame, columns: list[str], threshold: float, min_patients: int = 5,
-                   n_resamples: int = 2000, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+def subgroup_table(
+    frame: pd.DataFrame,
+    columns: list[str],
+    threshold: float,
+    min_patients: int = 5,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, list[dict[str, Any]]]:
     """For each column, one row per value (missing values as ``"unknown"``): n scans/patients per
     class and the binary metrics with CIs, or a ``too_small`` flag with the reason."""
     table: dict[str, list[dict[str, Any]]] = {}
@@ -57,15 +68,41 @@ def subgroup_table(frame: pd.DataFrame, columns: list[str], threshold: float, mi
             part = frame[(values == value).to_numpy()]
             y, groups = part["label"].to_numpy().astype(int), part["patient_id"].to_numpy()
             per_class = {c: len(np.unique(groups[y == c])) for c in (0, 1)}
-            row: dict[str, Any] = {"value": str(value), "n_scans": len(part), "n_patients": len(np.unique(groups)),
-                                   "n_positive": int(y.sum()), "n_negative": int(len(y) - y.sum())}
+            row: dict[str, Any] = {
+                "value": str(value),
+                "n_scans": len(part),
+                "n_patients": len(np.unique(groups)),
+                "n_positive": int(y.sum()),
+                "n_negative": int(len(y) - y.sum()),
+            }
             if min(per_class.values()) < min_patients:
-                row.update(flag="too_small", reason=f"{per_class[1]} positive / {per_class[0]} negative patients; "
-                           f"a CI needs at least {min_patients} of each", auroc=None, auroc_ci=None)
+                row.update(
+                    flag="too_small",
+                    reason=f"{per_class[1]} positive / {per_class[0]} negative patients; "
+                    f"a CI needs at least {min_patients} of each",
+                    auroc=None,
+                    auroc_ci=None,
+                )
             else:
-                block = binary_block(y, part["p"].to_numpy(), groups, threshold, n_resamples, seed, with_calibration=False)
-                row.update(flag=None, **{k: block[k] for k in ("auroc", "auroc_ci", "sensitivity", "sensitivity_ci",
-                                                               "specificity", "specificity_ci", "ppv", "npv")})
+                block = binary_block(
+                    y, part["p"].to_numpy(), groups, threshold, n_resamples, seed, with_calibration=False
+                )
+                row.update(
+                    flag=None,
+                    **{
+                        k: block[k]
+                        for k in (
+                            "auroc",
+                            "auroc_ci",
+                            "sensitivity",
+                            "sensitivity_ci",
+                            "specificity",
+                            "specificity_ci",
+                            "ppv",
+                            "npv",
+                        )
+                    },
+                )
             rows.append(row)
         table[column] = rows
     return table

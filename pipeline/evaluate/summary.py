@@ -39,16 +39,28 @@ def _patients_per_class(y: np.ndarray, groups: np.ndarray) -> dict[int, int]:
     return {int(c): len(np.unique(groups[y == c])) for c in np.unique(y)}
 
 
-def binary_block(y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: float, n_resamples: int = 2000,
-                 seed: int = 0, level: float = 0.95, with_calibration: bool = True) -> dict[str, Any]:
+def binary_block(
+    y: np.ndarray,
+    p: np.ndarray,
+    groups: np.ndarray,
+    threshold: float,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    with_calibration: bool = True,
+) -> dict[str, Any]:
     """Metrics at ``threshold`` with ``<metric>_ci`` for each, ``auroc_delong_ci``, ECE, calibration
     slope/intercept and the reliability-diagram bins. ``p`` is the positive-class probability."""
     y, p, groups = np.asarray(y).astype(int), np.asarray(p, dtype=float), np.asarray(groups)
     point = point_metrics(y, p, threshold)
-    block: dict[str, Any] = {"n_scans": len(y), "n_patients": len(np.unique(groups)),
-                             "n_positive": int(y.sum()), "n_negative": int((1 - y).sum()),
-                             "patients_per_class": {str(k): v for k, v in _patients_per_class(y, groups).items()},
-                             "threshold": float(threshold)}
+    block: dict[str, Any] = {
+        "n_scans": len(y),
+        "n_patients": len(np.unique(groups)),
+        "n_positive": int(y.sum()),
+        "n_negative": int((1 - y).sum()),
+        "patients_per_class": {str(k): v for k, v in _patients_per_class(y, groups).items()},
+        "threshold": float(threshold),
+    }
     resampled: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     supported = min(_patients_per_class(y, groups).values(), default=0) >= 2 and len(np.unique(y)) == 2
     if supported:
@@ -62,14 +74,28 @@ def binary_block(y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: fl
     block["auroc_delong_ci"] = None if not np.isfinite(low) else [low, high]
     if with_calibration:
         cal = calibration(y, p)
-        block.update(ece=cal.ece, calibration_slope=_clean(cal.slope), calibration_intercept=_clean(cal.intercept),
-                     reliability={"mean_predicted": cal.bin_mean_predicted, "observed_rate": cal.bin_observed_rate,
-                                  "count": cal.bin_counts})
+        block.update(
+            ece=cal.ece,
+            calibration_slope=_clean(cal.slope),
+            calibration_intercept=_clean(cal.intercept),
+            reliability={
+                "mean_predicted": cal.bin_mean_predicted,
+                "observed_rate": cal.bin_observed_rate,
+                "count": cal.bin_counts,
+            },
+        )
     return block
 
 
-def multiclass_block(y: np.ndarray, probs: np.ndarray, classes: list[int], groups: np.ndarray,
-                     n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+def multiclass_block(
+    y: np.ndarray,
+    probs: np.ndarray,
+    classes: list[int],
+    groups: np.ndarray,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """One-vs-rest AUROC/AUPRC per class with CIs, macro AUROC with CI, and argmax-decision accuracy,
     balanced accuracy and per-class sensitivity/specificity. ``probs`` columns follow ``classes``."""
     y, probs, groups = np.asarray(y).astype(int), np.asarray(probs, dtype=float), np.asarray(groups)
@@ -87,23 +113,29 @@ def multiclass_block(y: np.ndarray, probs: np.ndarray, classes: list[int], group
         both = 0 < yc.sum() < len(yc)
         per_class[str(c)] = {
             "n_scans": int(yc.sum()),
-            "auroc": float(roc_auc_score(yc, pc)) if both else None, "auroc_ci": _ci(np.concatenate(auroc), level),
+            "auroc": float(roc_auc_score(yc, pc)) if both else None,
+            "auroc_ci": _ci(np.concatenate(auroc), level),
             "auprc": _clean(float(weighted_auprc(yc, pc, np.ones((1, len(y))))[0])),
             "auprc_ci": _ci(np.concatenate(auprc), level),
-            "sensitivity": sens, "specificity": spec,
+            "sensitivity": sens,
+            "specificity": spec,
         }
     macro = float(np.mean([v["auroc"] for v in per_class.values() if v["auroc"] is not None]))
     onehot = (y[:, None] == np.asarray(classes)[None, :]).astype(float)
     accuracy_draws = np.concatenate([_div_rows(w @ (called == y).astype(float), w.sum(axis=1)) for w in weights])
     recalls = [float((called[y == c] == c).mean()) for c in classes if (y == c).any()]
     return {
-        "n_scans": len(y), "n_patients": len(np.unique(groups)),
-        "auroc": macro, "auroc_ci": _ci(np.nanmean(np.vstack(macro_draws), axis=0), level),
+        "n_scans": len(y),
+        "n_patients": len(np.unique(groups)),
+        "auroc": macro,
+        "auroc_ci": _ci(np.nanmean(np.vstack(macro_draws), axis=0), level),
         "macro_auroc": macro,
-        "accuracy": float((called == y).mean()), "accuracy_ci": _ci(accuracy_draws, level),
+        "accuracy": float((called == y).mean()),
+        "accuracy_ci": _ci(accuracy_draws, level),
         "balanced_accuracy": float(np.mean(recalls)),
         "brier": float(((probs - onehot) ** 2).sum(axis=1).mean()),
-        "threshold": None, "decision": "argmax of the class probabilities",
+        "threshold": None,
+        "decision": "argmax of the class probabilities",
         "per_class": per_class,
     }
 

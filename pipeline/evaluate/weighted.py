@@ -17,8 +17,7 @@ import numpy as np
 from scipy import sparse
 
 #: Metrics that :func:`weighted_metrics` returns, one value per resample.
-METRICS = ("auroc", "auprc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1",
-           "brier")
+METRICS = ("auroc", "auprc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "brier")
 
 
 def bootstrap_weights(groups: np.ndarray, n_resamples: int, seed: int, chunk: int = 250) -> Iterator[np.ndarray]:
@@ -116,12 +115,19 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float
     return float(low), float(high)
 
 
-def roc_band(y: np.ndarray, p: np.ndarray, w: np.ndarray, fpr_grid: np.ndarray, level: float = 0.95
-             ) -> tuple[np.ndarray, np.ndarray]:
+def roc_band(
+    y: np.ndarray, p: np.ndarray, w: np.ndarray, fpr_grid: np.ndarray, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
     """Pointwise percentile band of the ROC curve's TPR at each false-positive rate of ``fpr_grid``."""
     tp, fp, totals = weighted_auc_curves(y, p, w)
     tpr = np.hstack([np.zeros((len(w), 1)), _div(tp, totals[:, :1])])
     fpr = np.hstack([np.zeros((len(w), 1)), _div(fp, totals[:, 1:2])])
-    curves = np.array([np.interp(fpr_grid, f, t) for f, t in zip(fpr, tpr, strict=True) if np.isfinite(f).all() and np.isfinite(t).all()])
+    curves = np.array(
+        [
+            np.interp(fpr_grid, f, t)
+            for f, t in zip(fpr, tpr, strict=True)
+            if np.isfinite(f).all() and np.isfinite(t).all()
+        ]
+    )
     tail = (1 - level) / 2 * 100
     return np.percentile(curves, tail, axis=0), np.percentile(curves, 100 - tail, axis=0)

@@ -27,7 +27,12 @@ from pipeline.settings.explain import AttributionConfig
 
 log = logging.getLogger(__name__)
 #: How each method's signed map becomes importance: magnitude, or positive evidence only.
-SIGNED_TO_IMPORTANCE = {"integrated_gradients": "abs", "saliency": "abs", "gradcam": "positive", "occlusion": "positive"}
+SIGNED_TO_IMPORTANCE = {
+    "integrated_gradients": "abs",
+    "saliency": "abs",
+    "gradcam": "positive",
+    "occlusion": "positive",
+}
 
 
 @dataclass
@@ -74,7 +79,9 @@ def activation_bytes_per_sample(model: nn.Module, input_shape: tuple[int, ...], 
     memo: dict[int, object] = {}  # copy the structure only: parameters and buffers become meta tensors
     for tensor in [*model.parameters(), *model.buffers()]:
         meta = torch.empty_like(tensor, device="meta")
-        memo[id(tensor)] = nn.Parameter(meta, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+        memo[id(tensor)] = (
+            nn.Parameter(meta, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+        )
     probe = copy.deepcopy(model, memo).eval()
     handles = [m.register_forward_hook(hook) for m in probe.modules()]
     with torch.no_grad():
@@ -98,8 +105,9 @@ def free_memory_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def auto_internal_batch_size(model: nn.Module, input_shape: tuple[int, ...], in_channels: int, n_steps: int,
-                             budget_bytes: int) -> int:
+def auto_internal_batch_size(
+    model: nn.Module, input_shape: tuple[int, ...], in_channels: int, n_steps: int, budget_bytes: int
+) -> int:
     """How many interpolation steps integrated gradients may run at once within ``budget_bytes``
     (activations kept for backward plus their gradients: about 3x the forward outputs)."""
     per_sample = 3 * activation_bytes_per_sample(model, input_shape, in_channels)
@@ -113,8 +121,14 @@ def make_baseline(x: torch.Tensor, kind: str, sigma: float) -> torch.Tensor:
     return GaussianSmooth(sigma=sigma)(x[0]).unsqueeze(0).to(x.dtype)
 
 
-def attribute(model: nn.Module, x: torch.Tensor, target: int, method: str, cfg: AttributionConfig = AttributionConfig(),
-              layer: nn.Module | None = None) -> Attribution:
+def attribute(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    method: str,
+    cfg: AttributionConfig = AttributionConfig(),
+    layer: nn.Module | None = None,
+) -> Attribution:
     """Attribute ``model(x)[0, target]`` (a logit) to the input voxels with ``method``. ``model`` must be
     in eval mode; ``layer`` defaults to ``model.layer4`` for GradCAM."""
     if x.dim() not in (4, 5) or x.shape[0] != 1:
@@ -126,8 +140,13 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int, method: str, cfg: 
         budget = int(cfg.memory_budget_mb * 2**20) if cfg.memory_budget_mb else free_memory_bytes(x.device) // 2
         batch = auto_internal_batch_size(model, spatial, x.shape[1], cfg.ig_steps, budget)
         attributions, delta = IntegratedGradients(model).attribute(
-            x, baselines=baseline, target=target, n_steps=cfg.ig_steps, internal_batch_size=batch,
-            return_convergence_delta=True)
+            x,
+            baselines=baseline,
+            target=target,
+            n_steps=cfg.ig_steps,
+            internal_batch_size=batch,
+            return_convergence_delta=True,
+        )
         with torch.no_grad():
             gap = float(model(x.detach())[0, target] - model(baseline)[0, target])
         return Attribution(method, _to_map(attributions), float(delta.sum()), gap, batch)
@@ -141,8 +160,14 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int, method: str, cfg: 
         window = (x.shape[1], *(min(cfg.occlusion_window, s) for s in spatial))
         strides = (x.shape[1], *(min(cfg.occlusion_stride, s) for s in spatial))
         with torch.no_grad():
-            attributions = Occlusion(model).attribute(x, sliding_window_shapes=window, strides=strides, baselines=0.0,
-                                                      target=target, perturbations_per_eval=cfg.perturbations_per_eval)
+            attributions = Occlusion(model).attribute(
+                x,
+                sliding_window_shapes=window,
+                strides=strides,
+                baselines=0.0,
+                target=target,
+                perturbations_per_eval=cfg.perturbations_per_eval,
+            )
         return Attribution(method, _to_map(attributions))
     raise UserInputError(f"unknown attribution method {method!r}")
 

@@ -20,8 +20,10 @@ def select_cases(predictions: pd.DataFrame, threshold: float, per_kind: int = 2)
     called = predictions["p"] >= threshold
     positive = predictions["label"] == 1
     groups = {
-        "TP": (positive & called, False), "TN": (~positive & ~called, True),
-        "FP": (~positive & called, False), "FN": (positive & ~called, True),
+        "TP": (positive & called, False),
+        "TN": (~positive & ~called, True),
+        "FP": (~positive & called, False),
+        "FN": (positive & ~called, True),
     }
     chosen = []
     for kind, (mask, ascending) in groups.items():

@@ -95,11 +95,26 @@ def render_panels(panels: list[Panel], display_range: tuple[float, float], title
         if panel.overlay is not None:
             scale = float(np.percentile(panel.overlay, 99)) or float(panel.overlay.max()) or 1.0
             shown = np.clip(panel.overlay / scale, 0, 1)
-            axis.imshow(np.ma.masked_less(shown, 0.2), cmap="inferno", vmin=0, vmax=1, alpha=0.55, interpolation="bilinear")
-        for edge, (x, y, ha, va) in {"left": (0.02, 0.5, "left", "center"), "right": (0.98, 0.5, "right", "center"),
-                                     "top": (0.5, 0.98, "center", "top"), "bottom": (0.5, 0.02, "center", "bottom")}.items():
-            axis.text(x, y, panel.letters[edge], transform=axis.transAxes, ha=ha, va=va, color="yellow",
-                      fontsize=11, fontweight="bold")
+            axis.imshow(
+                np.ma.masked_less(shown, 0.2), cmap="inferno", vmin=0, vmax=1, alpha=0.55, interpolation="bilinear"
+            )
+        for edge, (x, y, ha, va) in {
+            "left": (0.02, 0.5, "left", "center"),
+            "right": (0.98, 0.5, "right", "center"),
+            "top": (0.5, 0.98, "center", "top"),
+            "bottom": (0.5, 0.02, "center", "bottom"),
+        }.items():
+            axis.text(
+                x,
+                y,
+                panel.letters[edge],
+                transform=axis.transAxes,
+                ha=ha,
+                va=va,
+                color="yellow",
+                fontsize=11,
+                fontweight="bold",
+            )
         axis.set_title(panel.name, fontsize=9)
         axis.axis("off")
     figure.suptitle(title, fontsize=9)
@@ -119,7 +134,9 @@ class ScanOverlay:
     @classmethod
     def load(cls, volume_path: Path, params: dict[str, Any]) -> ScanOverlay:
         volume = np.asarray(cast("nib.Nifti1Image", nib.load(str(volume_path))).dataobj, dtype=np.float32)
-        return cls(volume_path, params, volume, window(volume, tuple(params["window"]) if params.get("window") else None))
+        return cls(
+            volume_path, params, volume, window(volume, tuple(params["window"]) if params.get("window") else None)
+        )
 
     def render(self, importance: np.ndarray, title: str) -> tuple[bytes, np.ndarray, np.ndarray]:
         """PNG of ``importance`` (model-input space) over the scan, the map on the scan grid, its affine."""

@@ -88,9 +88,17 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
     if cases.empty:
         raise UserInputError("no cases to explain")
     models = _models(workdir, metrics["settings"]["n_folds"], settings.device)
-    key = hashlib.sha256(json.dumps([asdict(settings), cases[["scan_id", "kind"]].values.tolist(),
-                                     sorted(m.model_id for m in models.values()), metrics["operating_point"]],
-                                    default=str).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                asdict(settings),
+                cases[["scan_id", "kind"]].values.tolist(),
+                sorted(m.model_id for m in models.values()),
+                metrics["operating_point"],
+            ],
+            default=str,
+        ).encode()
+    ).hexdigest()
     folder = wd.saliency
     done = wd.sanity
     if done.exists() and json.loads(done.read_text()).get("inputs_hash") == key and wd.saliency_cases.exists():
@@ -128,9 +136,19 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
             files[method] = str(case_dir.overlay(method).relative_to(workdir))
             if 1 not in overlay.volume.shape:
                 write_map_nifti(case_dir.volume_map(method), on_scan, affine)
-        records.append({"scan_id": case.scan_id, "patient_id": case.patient_id, "kind": case.kind, "label": int(case.label),
-                        "p": float(case.p), "predicted_class": metrics["classes"][predicted], "source": source,
-                        "models": ",".join(m.model_id for m in members), "files": json.dumps(files)})
+        records.append(
+            {
+                "scan_id": case.scan_id,
+                "patient_id": case.patient_id,
+                "kind": case.kind,
+                "label": int(case.label),
+                "p": float(case.p),
+                "predicted_class": metrics["classes"][predicted],
+                "source": source,
+                "models": ",".join(m.model_id for m in members),
+                "files": json.dumps(files),
+            }
+        )
     sanity = _sanity(inputs[: settings.sanity_cases], settings, deltas, timings, len(cases))
     sanity.update(inputs_hash=key, source=source, reference_model=inputs[0][2].model_id)
     table = pd.DataFrame(records)
@@ -139,8 +157,13 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
     return ExplainResult(folder, table, sanity, True)
 
 
-def _sanity(inputs: list[tuple[torch.Tensor, int, LoadedModel]], settings: ExplainSettings,
-            deltas: dict[str, list[float]], timings: dict[str, float], n_cases: int) -> dict[str, Any]:
+def _sanity(
+    inputs: list[tuple[torch.Tensor, int, LoadedModel]],
+    settings: ExplainSettings,
+    deltas: dict[str, list[float]],
+    timings: dict[str, float],
+    n_cases: int,
+) -> dict[str, Any]:
     """Randomisation and deletion per method on one reference model, plus IG completeness."""
     model = inputs[0][2]
     cases = [(x.to(model.device.device), target) for x, target, m in inputs if m.model_id == model.model_id]
@@ -148,19 +171,32 @@ def _sanity(inputs: list[tuple[torch.Tensor, int, LoadedModel]], settings: Expla
     for method in settings.attribution.methods:
         explainer = method_explainer(method, settings.attribution)
         check = randomisation_check(explainer, model.model, cases, settings.sanity_threshold, settings.seed)
-        deletion = [deletion_curve(model.model, x, t, explainer(model.model, x, t), settings.deletion_steps,
-                                   seed=settings.seed) for x, t in cases]
-        entry = {"randomisation": check, "passed": check["passed"],
-                 "verdict": "passes sanity check" if check["passed"] else "fails sanity check",
-                 "deletion_auc": float(np.mean([d["auc"] for d in deletion])),
-                 "deletion_random_auc": float(np.mean([d["random_auc"] for d in deletion])),
-                 "seconds_per_case": timings[method] / max(1, n_cases)}
-        entry["deletion_ratio"] = entry["deletion_auc"] / entry["deletion_random_auc"] if entry["deletion_random_auc"] else None
+        deletion = [
+            deletion_curve(model.model, x, t, explainer(model.model, x, t), settings.deletion_steps, seed=settings.seed)
+            for x, t in cases
+        ]
+        entry = {
+            "randomisation": check,
+            "passed": check["passed"],
+            "verdict": "passes sanity check" if check["passed"] else "fails sanity check",
+            "deletion_auc": float(np.mean([d["auc"] for d in deletion])),
+            "deletion_random_auc": float(np.mean([d["random_auc"] for d in deletion])),
+            "seconds_per_case": timings[method] / max(1, n_cases),
+        }
+        entry["deletion_ratio"] = (
+            entry["deletion_auc"] / entry["deletion_random_auc"] if entry["deletion_random_auc"] else None
+        )
         if deltas.get(method):
             entry["ig_relative_delta_median"] = float(np.median(deltas[method]))
             entry["ig_relative_delta_max"] = float(np.max(deltas[method]))
         out["methods"][method] = entry
-        log.info("sanity %s: final Spearman %.3f (%s), deletion AUC %.3f vs random %.3f", method,
-                 check["final_spearman"], entry["verdict"], entry["deletion_auc"], entry["deletion_random_auc"])
+        log.info(
+            "sanity %s: final Spearman %.3f (%s), deletion AUC %.3f vs random %.3f",
+            method,
+            check["final_spearman"],
+            entry["verdict"],
+            entry["deletion_auc"],
+            entry["deletion_random_auc"],
+        )
     out["all_passed"] = all(e["passed"] for e in out["methods"].values())
     return out

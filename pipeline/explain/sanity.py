@@ -58,34 +58,50 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def randomisation_check(explainer: Explainer, model: nn.Module, cases: list[tuple[torch.Tensor, int]],
-                        threshold: float = 0.5, seed: int = 0) -> dict[str, Any]:
+def randomisation_check(
+    explainer: Explainer, model: nn.Module, cases: list[tuple[torch.Tensor, int]], threshold: float = 0.5, seed: int = 0
+) -> dict[str, Any]:
     """Mean Spearman correlation (over ``cases``) between the trained model's maps and each cascade
     stage's; ``passed`` when the fully randomised model's maps correlate below ``threshold``."""
     stages = cascade_stages(model, seed)
     reference = [explainer(model, x, target) for x, target in cases]
     per_stage: list[dict[str, Any]] = []
     for name, randomised in stages:
-        values = [spearman(ref, explainer(randomised, x, target)) for ref, (x, target) in zip(reference, cases, strict=True)]
+        values = [
+            spearman(ref, explainer(randomised, x, target)) for ref, (x, target) in zip(reference, cases, strict=True)
+        ]
         per_stage.append({"randomised_down_to": name, "spearman": float(np.mean(values))})
     final = per_stage[-1]["spearman"]
     return {"stages": per_stage, "final_spearman": final, "threshold": threshold, "passed": bool(final < threshold)}
 
 
-def deletion_curve(model: nn.Module, x: torch.Tensor, target: int, importance: np.ndarray, steps: int = 20,
-                   random_orders: int = 3, seed: int = 0) -> dict[str, Any]:
+def deletion_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    importance: np.ndarray,
+    steps: int = 20,
+    random_orders: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
     """AUC of the target probability as the most important voxels are zeroed (all channels), against
     the mean AUC of ``random_orders`` random orders. ``ratio`` < 1 means the map beats chance."""
     flat = importance.ravel()
     order = np.argsort(-flat, kind="stable")
     rng = np.random.default_rng(seed)
     curve = _deletion_scores(model, x, target, order, steps)
-    random_curves = [_deletion_scores(model, x, target, rng.permutation(flat.size), steps) for _ in range(random_orders)]
+    random_curves = [
+        _deletion_scores(model, x, target, rng.permutation(flat.size), steps) for _ in range(random_orders)
+    ]
     fractions = np.linspace(0, 1, steps + 1)
     auc = float(np.trapezoid(curve, fractions))
     random_auc = float(np.mean([np.trapezoid(c, fractions) for c in random_curves]))
-    return {"auc": auc, "random_auc": random_auc, "ratio": auc / random_auc if random_auc > 0 else None,
-            "curve": curve.tolist()}
+    return {
+        "auc": auc,
+        "random_auc": random_auc,
+        "ratio": auc / random_auc if random_auc > 0 else None,
+        "curve": curve.tolist(),
+    }
 
 
 def _deletion_scores(model: nn.Module, x: torch.Tensor, target: int, order: np.ndarray, steps: int) -> np.ndarray:

@@ -34,9 +34,14 @@ def map_to_scan(map_: np.ndarray, volume_path: Path, params: dict[str, Any]) -> 
     chain = traced_transforms(params)
     forward = chain({KEY: str(volume_path)})[KEY]  # the model input, carrying its applied operations
     if tuple(forward.shape[1:]) != tuple(np.shape(map_)):
-        raise ValueError(f"a map of shape {np.shape(map_)} is not in this scan's model-input space {tuple(forward.shape[1:])}")
-    mapped = MetaTensor(torch.as_tensor(np.asarray(map_, dtype=np.float32))[None], meta=copy.deepcopy(forward.meta),
-                        applied_operations=copy.deepcopy(forward.applied_operations))
+        raise ValueError(
+            f"a map of shape {np.shape(map_)} is not in this scan's model-input space {tuple(forward.shape[1:])}"
+        )
+    mapped = MetaTensor(
+        torch.as_tensor(np.asarray(map_, dtype=np.float32))[None],
+        meta=copy.deepcopy(forward.meta),
+        applied_operations=copy.deepcopy(forward.applied_operations),
+    )
     original = np.asarray(chain.inverse({KEY: mapped})[KEY])[0]
     return original.astype(np.float32), cast("nib.Nifti1Image", nib.load(str(volume_path))).affine
 

@@ -66,7 +66,12 @@ class ScanOutcome:
 
 
 def scan_tasks(
-    probed: list[ProbedFile], wd: Workdir, old_scans: pd.DataFrame, root: str, config: IngestConfig, secret: bytes,
+    probed: list[ProbedFile],
+    wd: Workdir,
+    old_scans: pd.DataFrame,
+    root: str,
+    config: IngestConfig,
+    secret: bytes,
 ) -> list[ScanTask]:
     """One task per scan among the usable probed files, in ``scan_id`` order."""
     previous_hash = dict(zip(old_scans["scan_id"], old_scans["content_hash"], strict=True))
@@ -79,8 +84,17 @@ def scan_tasks(
         relpath = wd.volume_ref(scan_id)
         identity = members[0].identity
         assert identity is not None  # set together with scan_id
-        task = ScanTask(scan_id, root, str(wd.root / relpath), relpath, previous_hash.get(scan_id),
-                        config.spacing_tolerance, secret, identity, limits=config.limits)
+        task = ScanTask(
+            scan_id,
+            root,
+            str(wd.root / relpath),
+            relpath,
+            previous_hash.get(scan_id),
+            config.spacing_tolerance,
+            secret,
+            identity,
+            limits=config.limits,
+        )
         if members[0].is_nifti:
             task.nifti_relpath = members[0].relpath
         else:
@@ -137,8 +151,9 @@ def build_scan(task: ScanTask) -> ScanOutcome:
         outcome.row = _quarantined_row(task, kept[0], exc)
         return outcome
     try:
-        volume = canonical_volume(stack_slices(plan, frames), plan.affine_ras, plan.dims, plan.warnings,
-                                  integral=_integral(kept))
+        volume = canonical_volume(
+            stack_slices(plan, frames), plan.affine_ras, plan.dims, plan.warnings, integral=_integral(kept)
+        )
     except QuarantineError as exc:
         outcome.row = _quarantined_row(task, kept[0], exc)
         return outcome
@@ -169,10 +184,13 @@ def _mark_duplicates(outcome: ScanOutcome, copies: dict[str, list[DicomInstance]
     for group in copies.values():
         for instance in group:
             if instance.relpath not in handled:
-                outcome.file_quarantine.append((
-                    instance.relpath, QuarantineReason.DUPLICATE_INSTANCE.value,
-                    "another file holds the same instance (same SOPInstanceUID); that copy was used",
-                ))
+                outcome.file_quarantine.append(
+                    (
+                        instance.relpath,
+                        QuarantineReason.DUPLICATE_INSTANCE.value,
+                        "another file holds the same instance (same SOPInstanceUID); that copy was used",
+                    )
+                )
 
 
 def _build_nifti(task: ScanTask) -> ScanOutcome:
@@ -185,27 +203,37 @@ def _build_nifti(task: ScanTask) -> ScanOutcome:
         outcome.file_quarantine.append((task.nifti_relpath, exc.reason.value, exc.detail))
         return outcome
     spacing = volume.spacing_mm
-    outcome.row = _base_row(task) | base | {
-        "patient_id": None,
-        "modality": None,
-        "dims": volume.dims,
-        "shape": [int(s) for s in volume.data.shape],
-        "spacing_mm": spacing,
-        "slice_thickness_mm": None if volume.dims == 2 else float(min(spacing)),
-        "n_source_files": 1,
-        "content_hash": volume.content_hash,
-        "status": "warning" if volume.warnings else "ok",
-        "warnings": list(volume.warnings),
-    }
+    outcome.row = (
+        _base_row(task)
+        | base
+        | {
+            "patient_id": None,
+            "modality": None,
+            "dims": volume.dims,
+            "shape": [int(s) for s in volume.data.shape],
+            "spacing_mm": spacing,
+            "slice_thickness_mm": None if volume.dims == 2 else float(min(spacing)),
+            "n_source_files": 1,
+            "content_hash": volume.content_hash,
+            "status": "warning" if volume.warnings else "ok",
+            "warnings": list(volume.warnings),
+        }
+    )
     _store(task, volume, outcome)
     return outcome
 
 
 def _base_row(task: ScanTask) -> dict[str, Any]:
     return {
-        "scan_id": task.scan_id, "manufacturer": None, "manufacturer_model": None, "body_part": None,
-        "volume_path": task.volume_relpath, "patient_sex": None, "patient_age": None,
-        "quarantine_reason": None, "quarantine_detail": None,
+        "scan_id": task.scan_id,
+        "manufacturer": None,
+        "manufacturer_model": None,
+        "body_part": None,
+        "volume_path": task.volume_relpath,
+        "patient_sex": None,
+        "patient_age": None,
+        "quarantine_reason": None,
+        "quarantine_detail": None,
     }
 
 
@@ -225,25 +253,40 @@ def _identity_fields(instance: DicomInstance) -> dict[str, Any]:
 
 
 def _row(task: ScanTask, first: DicomInstance, volume: Volume, n_files: int, thickness: float | None) -> dict[str, Any]:
-    return _base_row(task) | _identity_fields(first) | {
-        "dims": volume.dims,
-        "shape": [int(s) for s in volume.data.shape],
-        "spacing_mm": volume.spacing_mm,
-        "slice_thickness_mm": thickness,
-        "n_source_files": n_files,
-        "content_hash": volume.content_hash,
-        "status": "warning" if volume.warnings else "ok",
-        "warnings": list(volume.warnings),
-    }
+    return (
+        _base_row(task)
+        | _identity_fields(first)
+        | {
+            "dims": volume.dims,
+            "shape": [int(s) for s in volume.data.shape],
+            "spacing_mm": volume.spacing_mm,
+            "slice_thickness_mm": thickness,
+            "n_source_files": n_files,
+            "content_hash": volume.content_hash,
+            "status": "warning" if volume.warnings else "ok",
+            "warnings": list(volume.warnings),
+        }
+    )
 
 
 def _quarantined_row(task: ScanTask, first: DicomInstance, exc: QuarantineError) -> dict[str, Any]:
-    return _base_row(task) | _identity_fields(first) | {
-        "dims": None, "shape": None, "spacing_mm": None, "slice_thickness_mm": None,
-        "n_source_files": len(task.instances), "volume_path": None, "content_hash": None,
-        "status": "quarantined", "warnings": [],
-        "quarantine_reason": exc.reason.value, "quarantine_detail": exc.detail,
-    }
+    return (
+        _base_row(task)
+        | _identity_fields(first)
+        | {
+            "dims": None,
+            "shape": None,
+            "spacing_mm": None,
+            "slice_thickness_mm": None,
+            "n_source_files": len(task.instances),
+            "volume_path": None,
+            "content_hash": None,
+            "status": "quarantined",
+            "warnings": [],
+            "quarantine_reason": exc.reason.value,
+            "quarantine_detail": exc.detail,
+        }
+    )
 
 
 def _store(task: ScanTask, volume: Volume, outcome: ScanOutcome) -> None:

@@ -29,7 +29,14 @@ class IngestConfig(IngestSettings):
     secret: str | None = None
 
     @classmethod
-    def of(cls, settings: IngestSettings, *, source: Path, workdir: Path, labels: Path | None = None,
-           secret: str | None = None) -> IngestConfig:
+    def of(
+        cls,
+        settings: IngestSettings,
+        *,
+        source: Path,
+        workdir: Path,
+        labels: Path | None = None,
+        secret: str | None = None,
+    ) -> IngestConfig:
         """The run of ``settings`` on these folders."""
         return cls(source=source, workdir=workdir, labels=labels, secret=secret, **asdict(settings))

@@ -64,7 +64,9 @@ def read_labels(path: Path) -> pd.DataFrame:
         raise UserInputError(f"labels file {path.name}: empty scan_ref on line(s) {_lines(empty_ref)}")
     bad_label = frame[(frame["label"] != "") & ~frame["label"].str.fullmatch(r"-?\d+")]
     if len(bad_label):
-        raise UserInputError(f"labels file {path.name}: label is not an integer class index on line(s) {_lines(bad_label)}")
+        raise UserInputError(
+            f"labels file {path.name}: label is not an integer class index on line(s) {_lines(bad_label)}"
+        )
     bad_split = frame[~frame["split"].isin(("", *SPLITS))]
     if len(bad_split):
         raise UserInputError(
@@ -77,7 +79,9 @@ def read_labels(path: Path) -> pd.DataFrame:
     conflicts = frame[frame["scan_ref"].isin(variants.index[(variants > 1).any(axis=1)])]
     if len(conflicts):
         raise UserInputError(f"labels file {path.name}: contradictory rows for one scan on line(s) {_lines(conflicts)}")
-    return frame.drop_duplicates("scan_ref")[["line", "scan_ref", "label", "split", "patient_id"]].reset_index(drop=True)
+    return frame.drop_duplicates("scan_ref")[["line", "scan_ref", "label", "split", "patient_id"]].reset_index(
+        drop=True
+    )
 
 
 def _lines(rows: pd.DataFrame, limit: int = 10) -> str:
@@ -134,7 +138,9 @@ def join_labels(
                 targets = usable_by_series.get(series, [])
             for scan_id in targets:
                 if scan_id in assigned and assigned[scan_id][0] != row.line:
-                    raise UserInputError(f"labels file: lines {assigned[scan_id][0]} and {row.line} both label one scan")
+                    raise UserInputError(
+                        f"labels file: lines {assigned[scan_id][0]} and {row.line} both label one scan"
+                    )
                 assigned[scan_id] = (int(row.line), row.label, row.split)
                 if row.patient_id:
                     label_patient[scan_id] = pseudonymizer.patient(row.patient_id)

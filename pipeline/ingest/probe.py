@@ -95,7 +95,10 @@ def failure_reason(failure: TaskFailure, what: str) -> tuple[QuarantineReason, s
     if failure.kind == "timeout":
         return QuarantineReason.DECODER_TIMEOUT, f"{what} ran past the per-task time limit: {failure.detail}"
     if failure.kind == "memory":
-        return QuarantineReason.TOO_LARGE, f"{what} ran out of the worker's memory limit (raise it with --worker-memory-mb)"
+        return (
+            QuarantineReason.TOO_LARGE,
+            f"{what} ran out of the worker's memory limit (raise it with --worker-memory-mb)",
+        )
     if failure.kind == "crash":
         return QuarantineReason.DECODER_CRASH, f"{what} crashed its worker process: {failure.detail}"
     return QuarantineReason.DECODER_CRASH, f"{what} failed unexpectedly ({failure.detail})"
@@ -113,8 +116,12 @@ class Changes:
 
 
 def probe_changes(
-    files: Sequence[SourceFile], old_manifest: pd.DataFrame, options: ProbeOptions, workers: int,
-    config: IngestConfig, timings: list[tuple[str, str, float]],
+    files: Sequence[SourceFile],
+    old_manifest: pd.DataFrame,
+    options: ProbeOptions,
+    workers: int,
+    config: IngestConfig,
+    timings: list[tuple[str, str, float]],
 ) -> Changes:
     """Read new and changed files, then every other file of the scans they touch (in isolated workers).
 
@@ -134,8 +141,9 @@ def probe_changes(
     removed = [p for p in previous if p not in present]
 
     def probe(items: list[SourceFile], desc: str) -> list[ProbedFile]:
-        done = isolated_map(probe_file, [(options, *f) for f in items], workers, desc, config.worker_limits,
-                            probe_failed, chunksize=32)
+        done = isolated_map(
+            probe_file, [(options, *f) for f in items], workers, desc, config.worker_limits, probe_failed, chunksize=32
+        )
         timings.extend((t.value.relpath, "probe", t.seconds) for t in done)
         return [t.value for t in done]
 

@@ -89,8 +89,9 @@ def ingest(config: IngestConfig) -> IngestResult:
     """
     source, workdir = _validate(config)
     labels = read_labels(config.labels) if config.labels is not None else None
-    files, skipped = walk_source(source, workdir, config.labels.resolve() if config.labels is not None else None,
-                           config.follow_external_links)
+    files, skipped = walk_source(
+        source, workdir, config.labels.resolve() if config.labels is not None else None, config.follow_external_links
+    )
     if not files and not skipped:
         raise UserInputError(f"source folder is empty: {config.source}")
     wd = Workdir(workdir)
@@ -100,15 +101,23 @@ def ingest(config: IngestConfig) -> IngestResult:
 
 
 def _ingest_locked(
-    config: IngestConfig, source: Path, wd: Workdir, labels: pd.DataFrame | None, files: list[SourceFile],
+    config: IngestConfig,
+    source: Path,
+    wd: Workdir,
+    labels: pd.DataFrame | None,
+    files: list[SourceFile],
     skipped: list[SkippedEntry],
 ) -> IngestResult:
     secret, pseudonymizer = project_pseudonymizer(config.secret, wd.root)
     workers = config.workers or os.cpu_count() or 1
     state_file = wd.ingest_state
-    state = {"version": INGEST_VERSION, "fingerprint": pseudonymizer.fingerprint(),
-             "keep_demographics": config.keep_demographics, "allow_burned_in": config.allow_burned_in,
-             "spacing_tolerance": config.spacing_tolerance}
+    state = {
+        "version": INGEST_VERSION,
+        "fingerprint": pseudonymizer.fingerprint(),
+        "keep_demographics": config.keep_demographics,
+        "allow_burned_in": config.allow_burned_in,
+        "spacing_tolerance": config.spacing_tolerance,
+    }
     old_state = json.loads(state_file.read_text()) if state_file.exists() else None
     fresh = old_state != state
     old_manifest, old_scans, old_quarantine = previous_tables(wd, fresh)
@@ -117,8 +126,15 @@ def _ingest_locked(
     changes = probe_changes(files, old_manifest, options, workers, config, timings)
 
     tasks = scan_tasks(changes.probed, wd, old_scans, str(source), config, secret)
-    built = isolated_map(build_scan, tasks, workers, "building scans", config.worker_limits, build_failed,
-                         chunksize=max(1, len(tasks) // (8 * workers)))
+    built = isolated_map(
+        build_scan,
+        tasks,
+        workers,
+        "building scans",
+        config.worker_limits,
+        build_failed,
+        chunksize=max(1, len(tasks) // (8 * workers)),
+    )
     outcomes = [b.value for b in built]
     failed_writes = [o.write_error for o in outcomes if o.write_error]
     if failed_writes:  # the work folder's fault (disk full, permissions), not the source's: stop, write no table
@@ -166,7 +182,11 @@ def _ingest_locked(
     )
     log.info(
         "ingest: %d files (%d probed), %d scans catalogued, %d volumes written, quarantined %s; slowest file %.2f s",
-        result.n_source_files, result.n_probed, result.n_scans, result.n_volumes_written, result.quarantine_by_reason,
+        result.n_source_files,
+        result.n_probed,
+        result.n_scans,
+        result.n_volumes_written,
+        result.quarantine_by_reason,
         result.slowest_file_seconds,
     )
     return result
@@ -180,6 +200,10 @@ def _remove_stale_volumes(wd: Workdir, keep: set[str]) -> None:
 
 def _label_counts(catalog: pd.DataFrame) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
-    for (split, label), n in catalog.groupby([catalog["split"].fillna("none"), catalog["label"].astype("string").fillna("none")]).size().items():
+    for (split, label), n in (
+        catalog.groupby([catalog["split"].fillna("none"), catalog["label"].astype("string").fillna("none")])
+        .size()
+        .items()
+    ):
         counts.setdefault(str(split), {})[str(label)] = int(n)
     return counts

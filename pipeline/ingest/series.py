@@ -81,8 +81,11 @@ class _Plane:
 def plan_series(instances: list[DicomInstance], spacing_tolerance: float = 0.05) -> SeriesPlan:
     """Order the frames of one group and build its affine, or raise :class:`QuarantineError`."""
     _check_not_mixed(instances)
-    frames = [(inst, index, geo) for inst in sorted(instances, key=lambda i: i.relpath)
-              for index, geo in enumerate(inst.image.frames)]
+    frames = [
+        (inst, index, geo)
+        for inst in sorted(instances, key=lambda i: i.relpath)
+        for index, geo in enumerate(inst.image.frames)
+    ]
     warnings: list[str] = []
     plane = _plane(frames, instances[0], warnings)
     if len(frames) == 1:
@@ -103,7 +106,9 @@ def _plane(frames: list[Frame], first: DicomInstance, warnings: list[str]) -> _P
     """The shared orientation (one, orthonormal) and pixel spacing, with defaults noted in ``warnings``."""
     orientations = {geo.orientation for _, _, geo in frames}
     if len(orientations) > 1:
-        raise QuarantineError(QuarantineReason.INCONSISTENT_GEOMETRY, "frames of one object have different orientations")
+        raise QuarantineError(
+            QuarantineReason.INCONSISTENT_GEOMETRY, "frames of one object have different orientations"
+        )
     orientation = next(iter(orientations))
     if orientation is None:
         orientation = DEFAULT_ORIENTATION
@@ -112,7 +117,9 @@ def _plane(frames: list[Frame], first: DicomInstance, warnings: list[str]) -> _P
     col = np.asarray(orientation[3:], dtype=float)
     normal = np.cross(row, col)
     if abs(float(np.dot(row, col))) > 1e-3 or abs(np.linalg.norm(normal) - 1.0) > 1e-3:
-        raise QuarantineError(QuarantineReason.INCONSISTENT_GEOMETRY, "ImageOrientationPatient is not two orthonormal vectors")
+        raise QuarantineError(
+            QuarantineReason.INCONSISTENT_GEOMETRY, "ImageOrientationPatient is not two orthonormal vectors"
+        )
     spacing = first.image.frames[0].pixel_spacing
     if spacing is None:
         spacing = (1.0, 1.0)
@@ -187,7 +194,9 @@ def _check_spacing(distances: np.ndarray, tolerance: float, warnings: list[str])
     gaps = np.diff(distances)
     if np.any(gaps < DUPLICATE_TOLERANCE_MM):
         count = int(np.sum(gaps < DUPLICATE_TOLERANCE_MM))
-        raise QuarantineError(QuarantineReason.DUPLICATE_POSITION, f"{count} slice(s) share a position with another slice")
+        raise QuarantineError(
+            QuarantineReason.DUPLICATE_POSITION, f"{count} slice(s) share a position with another slice"
+        )
     median = float(np.median(gaps))
     deviation = np.abs(gaps - median) / median
     if float(deviation.max()) <= EXACT_SPACING_TOLERANCE:
@@ -210,7 +219,11 @@ def _check_spacing(distances: np.ndarray, tolerance: float, warnings: list[str])
 
 
 def _series_plan(
-    refs: list[SliceRef], affine_ras: np.ndarray, dims: int, first: DicomInstance, thickness: float | None,
+    refs: list[SliceRef],
+    affine_ras: np.ndarray,
+    dims: int,
+    first: DicomInstance,
+    thickness: float | None,
     warnings: list[str],
 ) -> SeriesPlan:
     """The plan, with the first file's own header warnings after the geometry's."""

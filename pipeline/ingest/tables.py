@@ -25,30 +25,70 @@ from pipeline.source_walk import SkippedEntry
 from pipeline.storage import read_parquet
 
 CATALOG_COLUMNS = [
-    "scan_id", "patient_id", "study_id", "series_id", "modality", "manufacturer", "manufacturer_model",
-    "body_part", "dims", "shape", "spacing_mm", "slice_thickness_mm", "n_source_files", "volume_path",
-    "content_hash", "label", "split", "status", "warnings",
+    "scan_id",
+    "patient_id",
+    "study_id",
+    "series_id",
+    "modality",
+    "manufacturer",
+    "manufacturer_model",
+    "body_part",
+    "dims",
+    "shape",
+    "spacing_mm",
+    "slice_thickness_mm",
+    "n_source_files",
+    "volume_path",
+    "content_hash",
+    "label",
+    "split",
+    "status",
+    "warnings",
 ]
 DEMOGRAPHIC_COLUMNS = ["patient_sex", "patient_age"]
 
 CATALOG_SCHEMA_FIELDS = [
-    ("scan_id", pa.string()), ("patient_id", pa.string()), ("study_id", pa.string()), ("series_id", pa.string()),
-    ("modality", pa.string()), ("manufacturer", pa.string()), ("manufacturer_model", pa.string()),
-    ("body_part", pa.string()), ("dims", pa.int8()), ("shape", pa.list_(pa.int32())),
-    ("spacing_mm", pa.list_(pa.float64())), ("slice_thickness_mm", pa.float64()), ("n_source_files", pa.int32()),
-    ("volume_path", pa.string()), ("content_hash", pa.string()), ("label", pa.int64()), ("split", pa.string()),
-    ("status", pa.string()), ("warnings", pa.list_(pa.string())),
+    ("scan_id", pa.string()),
+    ("patient_id", pa.string()),
+    ("study_id", pa.string()),
+    ("series_id", pa.string()),
+    ("modality", pa.string()),
+    ("manufacturer", pa.string()),
+    ("manufacturer_model", pa.string()),
+    ("body_part", pa.string()),
+    ("dims", pa.int8()),
+    ("shape", pa.list_(pa.int32())),
+    ("spacing_mm", pa.list_(pa.float64())),
+    ("slice_thickness_mm", pa.float64()),
+    ("n_source_files", pa.int32()),
+    ("volume_path", pa.string()),
+    ("content_hash", pa.string()),
+    ("label", pa.int64()),
+    ("split", pa.string()),
+    ("status", pa.string()),
+    ("warnings", pa.list_(pa.string())),
 ]
 QUARANTINE_SCHEMA = pa.schema([("source_path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
-MANIFEST_SCHEMA = pa.schema([
-    ("source_path", pa.string()), ("size_bytes", pa.int64()), ("mtime_ns", pa.int64()), ("sha256", pa.string()),
-    ("scan_id", pa.string()), ("status", pa.string()),
-])
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("source_path", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("sha256", pa.string()),
+        ("scan_id", pa.string()),
+        ("status", pa.string()),
+    ]
+)
 #: Internal per-scan table (``W/.scanlens/scans.parquet``): the catalogue columns before labels, plus
 #: ``quarantine_reason``/``quarantine_detail`` for scans rejected as a whole. No source paths.
-SCANS_COLUMNS = [c for c in CATALOG_COLUMNS if c not in ("label", "split")] + DEMOGRAPHIC_COLUMNS + [
-    "quarantine_reason", "quarantine_detail",
-]
+SCANS_COLUMNS = (
+    [c for c in CATALOG_COLUMNS if c not in ("label", "split")]
+    + DEMOGRAPHIC_COLUMNS
+    + [
+        "quarantine_reason",
+        "quarantine_detail",
+    ]
+)
 
 
 def catalog_schema(keep_demographics: bool) -> pa.Schema:
@@ -80,8 +120,13 @@ def merge_scans(old: pd.DataFrame, dirty: set[str], outcomes: Iterable[ScanOutco
 
 
 def build_manifest(
-    unchanged: dict[str, Any], probed: list[ProbedFile], outcomes: list[ScanOutcome],
-    old_scan_of: dict[str, str], old_quarantine: pd.DataFrame, scans: pd.DataFrame, skipped: list[SkippedEntry],
+    unchanged: dict[str, Any],
+    probed: list[ProbedFile],
+    outcomes: list[ScanOutcome],
+    old_scan_of: dict[str, str],
+    old_quarantine: pd.DataFrame,
+    scans: pd.DataFrame,
+    skipped: list[SkippedEntry],
 ) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
     """Build the manifest (without status) and every quarantine row except ``unlabeled`` ones.
 
@@ -92,7 +137,8 @@ def build_manifest(
     scan_of = {p: sid for p, sid in old_scan_of.items() if p in unchanged}
     rejected = scans[scans["quarantine_reason"].notna()].set_index("scan_id")
     file_rows = [  # files of clean scans keep their rows; unlabeled rows are recomputed from the labels
-        (r.source_path, r.reason, r.detail) for r in old_quarantine.itertuples(index=False)
+        (r.source_path, r.reason, r.detail)
+        for r in old_quarantine.itertuples(index=False)
         if r.source_path in unchanged and r.reason != "unlabeled"
     ]
     file_rows += [(i.relpath, *i.quarantine) for i in probed if i.quarantine is not None]

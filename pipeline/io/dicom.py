@@ -44,11 +44,20 @@ PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "US", "XA", "RF", "IO", "PX
 NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "KO", "PR", "REG", "FID", "DOC"})
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 DEFLATED = "1.2.840.10008.1.2.1.99"
-LOSSLESS_SYNTAXES = frozenset({
-    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
-    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
-    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.201",
-})
+LOSSLESS_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.1.99",
+        "1.2.840.10008.1.2.2",
+        "1.2.840.10008.1.2.5",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.201",
+    }
+)
 
 
 def quiet_pydicom() -> None:
@@ -183,13 +192,19 @@ def _read_dataset(data: bytes, limits: ReadLimits) -> Dataset:
         except InvalidDicomError:
             _raise_not_part10(data)
         except (EOFError, OSError) as exc:
-            raise QuarantineError(QuarantineReason.TRUNCATED, f"file ends inside the DICOM data set ({type(exc).__name__})") from None
+            raise QuarantineError(
+                QuarantineReason.TRUNCATED, f"file ends inside the DICOM data set ({type(exc).__name__})"
+            ) from None
         except MemoryError:
-            raise QuarantineError(QuarantineReason.IMPLAUSIBLE_HEADER, "an element declares a length the file cannot hold") from None
+            raise QuarantineError(
+                QuarantineReason.IMPLAUSIBLE_HEADER, "an element declares a length the file cannot hold"
+            ) from None
         except RecursionError:
             raise QuarantineError(QuarantineReason.IMPLAUSIBLE_HEADER, "sequences nested too deep to parse") from None
         except Exception as exc:  # noqa: BLE001 (pydicom raises many types on malformed input)
-            raise QuarantineError(QuarantineReason.NOT_DICOM, f"cannot be parsed as DICOM ({type(exc).__name__})") from None
+            raise QuarantineError(
+                QuarantineReason.NOT_DICOM, f"cannot be parsed as DICOM ({type(exc).__name__})"
+            ) from None
     raise AssertionError("unreachable")
 
 
@@ -236,10 +251,14 @@ def _check_not_dicomdir(ds: Dataset, sop_class: str) -> None:
 def _check_transfer_syntax(meta: Dataset | None) -> UID:
     """The file meta's TransferSyntaxUID, which must be present and a known transfer syntax."""
     if meta is None or "TransferSyntaxUID" not in meta:
-        raise QuarantineError(QuarantineReason.NO_FILE_META, "no file meta information, so the transfer syntax is unknown")
+        raise QuarantineError(
+            QuarantineReason.NO_FILE_META, "no file meta information, so the transfer syntax is unknown"
+        )
     syntax = UID(str(_attr(meta, "TransferSyntaxUID", "") or "").strip())
     if not syntax.is_valid or not syntax.is_transfer_syntax:
-        raise QuarantineError(QuarantineReason.UNKNOWN_TRANSFER_SYNTAX, "TransferSyntaxUID is not a known transfer syntax")
+        raise QuarantineError(
+            QuarantineReason.UNKNOWN_TRANSFER_SYNTAX, "TransferSyntaxUID is not a known transfer syntax"
+        )
     return syntax
 
 

@@ -47,7 +47,8 @@ def decode_frames(data: bytes, image: DicomImage | None = None) -> np.ndarray:
             elif image.pixel_span is not None:  # decode the value in place: no second parse of the header
                 offset, length = image.pixel_span
                 pixels, _ = get_decoder(UID(image.transfer_syntax)).as_array(
-                    data[offset:offset + length], **_decode_options(image)  # type: ignore[arg-type]  # pydicom types **kwargs as DecodeOptions
+                    data[offset : offset + length],
+                    **_decode_options(image),  # type: ignore[arg-type]  # pydicom types **kwargs as DecodeOptions
                 )
             else:
                 pixels = pixel_array(io.BytesIO(data))
@@ -60,15 +61,20 @@ def decode_frames(data: bytes, image: DicomImage | None = None) -> np.ndarray:
                 raise QuarantineError(QuarantineReason.DECODER_CRASH, "the decoder panicked (PanicException)") from None
             message = str(exc).lower()
             if "less than expected" in message or "shorter than" in message or "truncat" in message:
-                raise QuarantineError(QuarantineReason.TRUNCATED, "pixel data is shorter than the declared image size") from None
+                raise QuarantineError(
+                    QuarantineReason.TRUNCATED, "pixel data is shorter than the declared image size"
+                ) from None
             raise QuarantineError(
-                QuarantineReason.UNDECODABLE_PIXELS, f"no installed decoder could decode the pixel data ({type(exc).__name__})"
+                QuarantineReason.UNDECODABLE_PIXELS,
+                f"no installed decoder could decode the pixel data ({type(exc).__name__})",
             ) from None
     pixels = np.asarray(pixels)
     if image.n_frames == 1:
         pixels = pixels[np.newaxis]
     if pixels.shape[:3] != (image.n_frames, image.rows, image.cols) or pixels.ndim not in (3, 4):
-        raise QuarantineError(QuarantineReason.UNDECODABLE_PIXELS, "decoded pixels do not match the declared image size")
+        raise QuarantineError(
+            QuarantineReason.UNDECODABLE_PIXELS, "decoded pixels do not match the declared image size"
+        )
     values = pixels.astype(np.float64)
     if values.ndim == 4:  # colour: (frames, rows, cols, 3)
         values = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
@@ -86,9 +92,14 @@ def decode_frames(data: bytes, image: DicomImage | None = None) -> np.ndarray:
 def _decode_options(image: DicomImage) -> DecodeOptions:
     """The pixel module as the decoder takes it, for Pixel Data decoded in place."""
     return {
-        "rows": image.rows, "columns": image.cols, "samples_per_pixel": image.samples_per_pixel,
-        "bits_allocated": image.bits_allocated, "bits_stored": image.bits_stored,
-        "pixel_representation": int(image.signed), "photometric_interpretation": image.photometric,
-        "number_of_frames": image.n_frames, "planar_configuration": image.planar_configuration,
+        "rows": image.rows,
+        "columns": image.cols,
+        "samples_per_pixel": image.samples_per_pixel,
+        "bits_allocated": image.bits_allocated,
+        "bits_stored": image.bits_stored,
+        "pixel_representation": int(image.signed),
+        "photometric_interpretation": image.photometric,
+        "number_of_frames": image.n_frames,
+        "planar_configuration": image.planar_configuration,
         "pixel_keyword": "PixelData",
     }

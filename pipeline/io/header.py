@@ -48,8 +48,11 @@ def raw_value(ds: Dataset, keyword: str) -> Any:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, bytes)) and not value.strip()) or (
-        isinstance(value, (list, tuple)) and len(value) == 0)
+    return (
+        value is None
+        or (isinstance(value, (str, bytes)) and not value.strip())
+        or (isinstance(value, (list, tuple)) and len(value) == 0)
+    )
 
 
 def _single(value: Any) -> Any:
@@ -95,7 +98,8 @@ def header_float(ds: Dataset, keyword: str, default: float, positive: bool = Fal
     number = _number(value)
     if number is None or (positive and number <= 0):
         raise QuarantineError(
-            QuarantineReason.INVALID_VALUE, f"{keyword} is not a {'positive ' if positive else ''}finite number")
+            QuarantineReason.INVALID_VALUE, f"{keyword} is not a {'positive ' if positive else ''}finite number"
+        )
     return number
 
 

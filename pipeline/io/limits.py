@@ -43,8 +43,10 @@ class ReadLimits:
 
     def __post_init__(self) -> None:
         if min(self.max_file_mb, self.max_decoded_mb, self.max_frames) < 1 or self.max_compression_ratio < 1:
-            raise UserInputError("read limits: the file and decoded-memory caps, the frame cap and the compression "
-                                 "ratio cap must each be at least 1")
+            raise UserInputError(
+                "read limits: the file and decoded-memory caps, the frame cap and the compression "
+                "ratio cap must each be at least 1"
+            )
 
     @property
     def max_file_bytes(self) -> int:
@@ -82,6 +84,4 @@ def check_finite(values: np.ndarray) -> None:
     """
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-        raise QuarantineError(
-            QuarantineReason.NON_FINITE_VALUES, f"{bad} of {values.size} values are NaN or infinite"
-        )
+        raise QuarantineError(QuarantineReason.NON_FINITE_VALUES, f"{bad} of {values.size} values are NaN or infinite")

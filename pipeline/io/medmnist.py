@@ -95,7 +95,7 @@ def _patients(n: int, rng: np.random.Generator, start: int) -> list[int]:
     patient, position = start, 0
     while position < n:
         size = int(rng.integers(2, 5)) if rng.random() < 0.15 else 1
-        owner[order[position:position + size]] = patient
+        owner[order[position : position + size]] = patient
         patient, position = patient + 1, position + size
     return owner.tolist()
 
@@ -136,7 +136,9 @@ def import_medmnist(npz: Path, out: Path, fmt: str = "dicom", limit: int | None 
                 ref = series_uid
             elif fmt == "dicom":
                 for k in range(pixels.shape[0]):
-                    _write_slice(out / folder / f"IM{k + 1:04d}", pixels[k], modality, person, study, key, k + 1, float(k))
+                    _write_slice(
+                        out / folder / f"IM{k + 1:04d}", pixels[k], modality, person, study, key, k + 1, float(k)
+                    )
                 ref = series_uid
             else:
                 relpath = f"nifti/{person['PatientID']}_{study['AccessionNumber']}.nii.gz"
@@ -160,8 +162,14 @@ def _person(rng: np.random.Generator, owner: int, seed: int) -> dict[str, str]:
 
 
 def _write_slice(
-    path: Path, pixels: np.ndarray, modality: str, person: dict[str, str], study: dict[str, str],
-    key: list[object], instance: int, z_mm: float | None,
+    path: Path,
+    pixels: np.ndarray,
+    modality: str,
+    person: dict[str, str],
+    study: dict[str, str],
+    key: list[object],
+    instance: int,
+    z_mm: float | None,
 ) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(SOP_CLASSES.get(modality, SOP_CLASSES["OT"]))

@@ -87,7 +87,9 @@ def _check_declared_size(image: Any, path: Path, limits: ReadLimits) -> None:
     """Header dimensions against the file's real size and the caps, before any voxel is read."""
     shape = tuple(int(d) for d in image.shape)
     if not 1 <= len(shape) <= 7 or any(d < 1 for d in shape):
-        raise QuarantineError(QuarantineReason.INVALID_VALUE, "the NIfTI header's dimensions are not 1 to 7 positive sizes")
+        raise QuarantineError(
+            QuarantineReason.INVALID_VALUE, "the NIfTI header's dimensions are not 1 to 7 positive sizes"
+        )
     n_voxels = math.prod(shape)
     itemsize = image.header.get_data_dtype().itemsize
     declared = n_voxels * itemsize
@@ -122,25 +124,34 @@ def read_nifti(path: Path, limits: ReadLimits | None = None) -> Volume:
         # (NIfTI-2 subclasses NIfTI-1), and one that lacks .dataobj or .affine fails below and is quarantined.
         image = cast("nib.Nifti1Image", nib.load(str(path)))
     except Exception as exc:  # noqa: BLE001
-        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})") from None
+        raise QuarantineError(
+            QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})"
+        ) from None
     try:
         _check_declared_size(image, path, limits or ReadLimits())
     except QuarantineError:
         raise
     except Exception as exc:  # noqa: BLE001 (a header field nibabel cannot interpret)
-        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"the header cannot be interpreted ({type(exc).__name__})") from None
+        raise QuarantineError(
+            QuarantineReason.UNREADABLE_NIFTI, f"the header cannot be interpreted ({type(exc).__name__})"
+        ) from None
     try:
         data = np.asarray(image.dataobj, dtype=np.float64)
         affine = image.affine
     except MemoryError:
-        raise QuarantineError(QuarantineReason.TOO_LARGE, "reading the voxels ran out of the worker's memory limit") from None
+        raise QuarantineError(
+            QuarantineReason.TOO_LARGE, "reading the voxels ran out of the worker's memory limit"
+        ) from None
     except Exception as exc:  # noqa: BLE001
-        raise QuarantineError(QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})") from None
+        raise QuarantineError(
+            QuarantineReason.UNREADABLE_NIFTI, f"nibabel cannot read it ({type(exc).__name__})"
+        ) from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim > 3:
         raise QuarantineError(
-            QuarantineReason.UNSUPPORTED_DIMENSIONS, f"{data.ndim}D NIfTI with shape {tuple(data.shape)}; only 2D and 3D scans are ingested"
+            QuarantineReason.UNSUPPORTED_DIMENSIONS,
+            f"{data.ndim}D NIfTI with shape {tuple(data.shape)}; only 2D and 3D scans are ingested",
         )
     dims = 2 if data.ndim == 2 or (data.ndim == 3 and 1 in data.shape) else 3
     if data.ndim == 1:
@@ -162,7 +173,7 @@ def stored_content_hash(path: Path) -> str | None:
         descrip = image.header["descrip"].tobytes().rstrip(b"\0").decode("ascii", "replace")
     except Exception:  # noqa: BLE001 (a file nibabel cannot read holds no hash)
         return None
-    return descrip[len(HASH_PREFIX):] if descrip.startswith(HASH_PREFIX) else None
+    return descrip[len(HASH_PREFIX) :] if descrip.startswith(HASH_PREFIX) else None
 
 
 def write_volume(path: Path, volume: Volume) -> None:

@@ -70,7 +70,8 @@ def check_pixel_bytes(layout: PixelLayout, syntax: UID, value: bytes, limits: Re
     if not syntax.is_compressed:
         if actual < expected:
             raise QuarantineError(
-                QuarantineReason.TRUNCATED, f"pixel data has {actual} bytes, {expected} expected for the declared image size"
+                QuarantineReason.TRUNCATED,
+                f"pixel data has {actual} bytes, {expected} expected for the declared image size",
             )
         if actual > expected + 1:
             warnings.append(f"pixel data holds {actual - expected} bytes more than the declared image size; ignored")
@@ -130,9 +131,9 @@ def codestream_size(fragment: bytes, syntax: UID) -> tuple[int, int] | None:
         if offset < 0:
             return None
         offset += 4
-    if fragment[offset:offset + 4] != b"\xff\x4f\xff\x51":  # SOC, then SIZ
+    if fragment[offset : offset + 4] != b"\xff\x4f\xff\x51":  # SOC, then SIZ
         return None
-    x, y, x0, y0 = (int.from_bytes(fragment[offset + 8 + 4 * k:offset + 12 + 4 * k], "big") for k in range(4))
+    x, y, x0, y0 = (int.from_bytes(fragment[offset + 8 + 4 * k : offset + 12 + 4 * k], "big") for k in range(4))
     return (y - y0, x - x0) if x > x0 and y > y0 else None
 
 
@@ -153,7 +154,7 @@ def check_deflated(data: bytes, limits: ReadLimits) -> None:
         return
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
-        head = inflater.decompress(data[fp.tell():], DEFLATED_HEADER_BYTES)
+        head = inflater.decompress(data[fp.tell() :], DEFLATED_HEADER_BYTES)
         ds = read_dataset(io.BytesIO(head), False, True, stop_when=lambda tag, vr, length: tag == PIXEL_DATA_TAG)
         layout = pixel_layout(ds, limits)
         allowed = len(head) + layout.stored_bytes + MIB

@@ -13,8 +13,13 @@ if TYPE_CHECKING:
     from pipeline.preprocess import PreprocessConfig
 
 
-def build_classifier(num_classes: int, pre: PreprocessConfig, weights: str | None = None, inflation: str = "average",
-                     depth_kernel: int = 3) -> Classifier:
+def build_classifier(
+    num_classes: int,
+    pre: PreprocessConfig,
+    weights: str | None = None,
+    inflation: str = "average",
+    depth_kernel: int = 3,
+) -> Classifier:
     """A ResNet-50 for ``pre.dims`` with ``pre.in_channels`` inputs; the 3D one is inflated from the
     2D one (so ImageNet weights, when given, reach both). The record's ``weights_source`` says where
     the starting weights came from and ``inflation`` how the 3D network was made."""

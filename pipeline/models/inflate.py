@@ -43,9 +43,13 @@ def _inflate_conv(conv: nn.Conv2d, depth: int, depth_stride: int, mode: str, dep
     t = depth if max(kh, kw) > 1 else 1
     conv_class = DepthReplicateConv3d if depth_padding == "replicate" else nn.Conv3d
     out = conv_class(
-        conv.in_channels, conv.out_channels, kernel_size=(t, kh, kw),
+        conv.in_channels,
+        conv.out_channels,
+        kernel_size=(t, kh, kw),
         stride=(depth_stride, sh, sw),
-        padding=(t // 2, *conv.padding), bias=conv.bias is not None, groups=conv.groups,
+        padding=(t // 2, *conv.padding),
+        bias=conv.bias is not None,
+        groups=conv.groups,
     )
     with torch.no_grad():
         weight = conv.weight.unsqueeze(2)  # (out, in, 1, kh, kw)
@@ -70,8 +74,13 @@ def _side(size: int | tuple[int, ...]) -> int:
 
 
 def _inflate_norm(norm: nn.BatchNorm2d) -> nn.BatchNorm3d:
-    out = nn.BatchNorm3d(norm.num_features, eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
-                         track_running_stats=norm.track_running_stats)
+    out = nn.BatchNorm3d(
+        norm.num_features,
+        eps=norm.eps,
+        momentum=norm.momentum,
+        affine=norm.affine,
+        track_running_stats=norm.track_running_stats,
+    )
     out.load_state_dict(norm.state_dict())
     return out
 
@@ -114,7 +123,10 @@ def inflate(model_2d: nn.Module, spec: Inflation = Inflation()) -> nn.Module:
         if isinstance(module, nn.Conv2d):
             stem = name == "conv1"
             new: nn.Module = _inflate_conv(  # strided convs downsample depth like height and width
-                module, stem_depth_kernel if stem else depth_kernel, stem_depth_stride if stem else module.stride[0], mode,
+                module,
+                stem_depth_kernel if stem else depth_kernel,
+                stem_depth_stride if stem else module.stride[0],
+                mode,
                 depth_padding,
             )
         elif isinstance(module, nn.BatchNorm2d):
@@ -122,8 +134,11 @@ def inflate(model_2d: nn.Module, spec: Inflation = Inflation()) -> nn.Module:
         elif isinstance(module, nn.MaxPool2d):
             depth_pool = 3 if stem_depth_stride > 1 else 1
             kernel, stride, padding = _side(module.kernel_size), _side(module.stride), _side(module.padding)
-            new = nn.MaxPool3d(kernel_size=(depth_pool, kernel, kernel), stride=(depth_pool - 1 or 1, stride, stride),
-                               padding=(depth_pool // 2, padding, padding))
+            new = nn.MaxPool3d(
+                kernel_size=(depth_pool, kernel, kernel),
+                stride=(depth_pool - 1 or 1, stride, stride),
+                padding=(depth_pool // 2, padding, padding),
+            )
         elif isinstance(module, nn.AdaptiveAvgPool2d):
             new = nn.AdaptiveAvgPool3d(1)
         else:
@@ -140,7 +155,9 @@ def final_feature_shape(model: nn.Module, input_shape: tuple[int, ...], in_chann
     """
     shapes: list[tuple[int, ...]] = []
     probe = copy.deepcopy(model).to("meta").eval()
-    probe.get_submodule("layer4").register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape[2:])))
+    probe.get_submodule("layer4").register_forward_hook(
+        lambda module, args, output: shapes.append(tuple(output.shape[2:]))
+    )
     with torch.no_grad():
         probe(torch.empty((1, in_channels, *input_shape), device="meta"))
     return shapes[0]

@@ -68,7 +68,9 @@ def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], in_channels:
     conv1 = backbone["conv1.weight"]
     if conv1.shape[1] != in_channels:
         adapted["conv1.weight"] = (
-            conv1.sum(dim=1, keepdim=True) if in_channels == 1 else conv1.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1)
+            conv1.sum(dim=1, keepdim=True)
+            if in_channels == 1
+            else conv1.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1)
         )
     wrong = [k for k, v in adapted.items() if v.shape != target[k].shape]
     if wrong:

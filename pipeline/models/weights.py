@@ -59,7 +59,8 @@ def find_imagenet_weights(weights: str | None) -> Path | None:
         log.warning(
             "NO IMAGENET WEIGHTS FOUND in %s (looked for %s); training continues from RANDOM INITIALISATION. "
             "Put torchvision's resnet50 weights there or pass a file path.",
-            hub_checkpoint_dir(), ", ".join(TORCHVISION_FILES),
+            hub_checkpoint_dir(),
+            ", ".join(TORCHVISION_FILES),
         )
         return None
     path = Path(weights)

@@ -7,4 +7,11 @@ from pipeline.preprocess.cache import PreprocessResult, preprocess_catalog
 from pipeline.preprocess.config import PreprocessConfig
 from pipeline.settings.preprocess import PreprocessSettings
 
-__all__ = ["AugmentConfig", "PreprocessConfig", "PreprocessResult", "PreprocessSettings", "build_augmentation", "preprocess_catalog"]
+__all__ = [
+    "AugmentConfig",
+    "PreprocessConfig",
+    "PreprocessResult",
+    "PreprocessSettings",
+    "build_augmentation",
+    "preprocess_catalog",
+]

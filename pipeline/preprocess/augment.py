@@ -23,12 +23,14 @@ def build_augmentation(config: AugmentConfig, dims: int) -> Compose | None:
         return None
     angle = math.radians(config.rotate_degrees)
     rotate = angle if dims == 2 else (angle, angle, angle)
-    return Compose([
-        *[RandFlip(prob=config.flip_prob, spatial_axis=axis) for axis in range(dims)],
-        RandAffine(prob=config.affine_prob, rotate_range=rotate, scale_range=config.scale, padding_mode="zeros"),
-        RandScaleIntensity(factors=config.intensity_scale, prob=config.intensity_prob),
-        RandShiftIntensity(offsets=config.intensity_shift, prob=config.intensity_prob),
-    ])
+    return Compose(
+        [
+            *[RandFlip(prob=config.flip_prob, spatial_axis=axis) for axis in range(dims)],
+            RandAffine(prob=config.affine_prob, rotate_range=rotate, scale_range=config.scale, padding_mode="zeros"),
+            RandScaleIntensity(factors=config.intensity_scale, prob=config.intensity_prob),
+            RandShiftIntensity(offsets=config.intensity_shift, prob=config.intensity_prob),
+        ]
+    )
 
 
 def stream_seed(seed: int, epoch: int, worker: int = 0) -> int:

@@ -85,12 +85,21 @@ def preprocess_catalog(
             tasks.append((str(wd.root / row.volume_path), str(target), params))
     unique = list({t[1]: t for t in tasks}.values())
     parallel_map(_compute, unique, workers or os.cpu_count() or 1, "preprocessing", chunksize=4)
-    index = pd.DataFrame({
-        "scan_id": scans["scan_id"].to_numpy(), "patient_id": scans["patient_id"].to_numpy(),
-        "label": scans["label"].astype("int64").to_numpy(), "split": scans["split"].to_numpy(),
-        "modality": scans["modality"].to_numpy(), "content_hash": scans["content_hash"].to_numpy(),
-        "cache_path": [wd.cached_input_ref(k) for k in keys],  # relative to W, POSIX separators
-    }).sort_values("scan_id").reset_index(drop=True)
+    index = (
+        pd.DataFrame(
+            {
+                "scan_id": scans["scan_id"].to_numpy(),
+                "patient_id": scans["patient_id"].to_numpy(),
+                "label": scans["label"].astype("int64").to_numpy(),
+                "split": scans["split"].to_numpy(),
+                "modality": scans["modality"].to_numpy(),
+                "content_hash": scans["content_hash"].to_numpy(),
+                "cache_path": [wd.cached_input_ref(k) for k in keys],  # relative to W, POSIX separators
+            }
+        )
+        .sort_values("scan_id")
+        .reset_index(drop=True)
+    )
     config_hash = config.config_hash()
     index_path = None
     if whole_catalogue:

@@ -87,8 +87,11 @@ class PreprocessConfig:
         if mode == "auto":
             mode = "ct_window" if modality == "CT" else "percentile" if modality in ("MR", "PT") else "minmax"
         params: dict[str, Any] = {
-            "version": PREPROCESS_VERSION, "dims": self.dims, "input_size": list(self.input_size),
-            "spacing": list(self.target_spacing_mm) if self.target_spacing_mm else None, "intensity": mode,
+            "version": PREPROCESS_VERSION,
+            "dims": self.dims,
+            "input_size": list(self.input_size),
+            "spacing": list(self.target_spacing_mm) if self.target_spacing_mm else None,
+            "intensity": mode,
         }
         if mode == "ct_window":
             params["window"] = list(self.window())

@@ -159,7 +159,9 @@ def _intensity(params: dict[str, Any]) -> Any:
     mode = params["intensity"]
     if mode == "ct_window":
         centre, width = params["window"]
-        return ScaleIntensityRanged(KEY, a_min=centre - width / 2, a_max=centre + width / 2, b_min=0.0, b_max=1.0, clip=True)
+        return ScaleIntensityRanged(
+            KEY, a_min=centre - width / 2, a_max=centre + width / 2, b_min=0.0, b_max=1.0, clip=True
+        )
     if mode == "percentile":
         lower, upper = params["percentiles"]
         return ScaleIntensityRangePercentilesd(KEY, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)

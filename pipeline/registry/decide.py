@@ -19,8 +19,9 @@ from pipeline.registry.store import Registry, RegistryEntry
 from pipeline.storage import atomic_write_bytes
 
 
-def decide_challenger(workdir: Path, report: Path | None = None, delta: float = 0.02, n_resamples: int = 2000,
-                      seed: int = 0) -> tuple[RegistryEntry, GateDecision]:
+def decide_challenger(
+    workdir: Path, report: Path | None = None, delta: float = 0.02, n_resamples: int = 2000, seed: int = 0
+) -> tuple[RegistryEntry, GateDecision]:
     """Register the work folder's evaluation and apply the gate against the current champion."""
     registry, wd = Registry(workdir), Workdir(workdir)
     entry = registry.register(report)
@@ -31,8 +32,9 @@ def decide_challenger(workdir: Path, report: Path | None = None, delta: float = 
     if champion is not None:
         champion_oof = pd.read_parquet(wd.version(champion).oof_predictions)
     positive = positive_class(entry.record["classes"])
-    decision = gate_challenger(pd.read_parquet(version.oof_predictions), champion_oof, sanity, positive, delta,
-                               n_resamples, seed)
+    decision = gate_challenger(
+        pd.read_parquet(version.oof_predictions), champion_oof, sanity, positive, delta, n_resamples, seed
+    )
     if champion == entry.version:
         decision = GateDecision(True, "already the champion", decision.figures)
     record = {**asdict(decision), "version": entry.version, "champion": champion, "delta": delta}

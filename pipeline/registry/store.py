@@ -56,8 +56,18 @@ class Registry:
 
     def _append(self, version: str, action: str, reason: str, **extra: Any) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "version": version,
-                           "action": action, "reason": reason, **extra}) + "\n"
+        line = (
+            json.dumps(
+                {
+                    "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    "version": version,
+                    "action": action,
+                    "reason": reason,
+                    **extra,
+                }
+            )
+            + "\n"
+        )
         fd = os.open(self.files.registry_history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())  # one write on an O_APPEND file: lines never interleave
@@ -78,7 +88,10 @@ class Registry:
             raise UserInputError("nothing to register: no evaluation (run `scanlens evaluate` first)")
         metrics = json.loads(wd.metrics.read_text())
         model_ids = [m["model_id"] for m in metrics["models"]]
-        version = "v-" + hashlib.sha256(json.dumps([model_ids, metrics["settings"].get("folds_hash")]).encode()).hexdigest()[:12]
+        version = (
+            "v-"
+            + hashlib.sha256(json.dumps([model_ids, metrics["settings"].get("folds_hash")]).encode()).hexdigest()[:12]
+        )
         target = wd.version(version).root
         if target.exists():
             return self.entry(version)
@@ -98,12 +111,19 @@ class Registry:
             shutil.copy2(wd.sanity, staging.sanity)
         if report is not None:
             shutil.copy2(report, staging.report)
-        record = {"version": version, "model_ids": model_ids, "dims": cards[0]["dims"],
-                  "data_manifest_hashes": [c["training_data"]["manifest_hash"] for c in cards],
-                  "folds_hash": metrics["settings"].get("folds_hash"), "operating_point": metrics["operating_point"],
-                  "classes": metrics["classes"], "preprocessing": cards[0]["preprocessing"],
-                  "oof_auroc": metrics["oof"]["auroc"], "oof_auroc_ci": metrics["oof"]["auroc_ci"],
-                  "test_auroc": (metrics.get("test") or {}).get("auroc")}
+        record = {
+            "version": version,
+            "model_ids": model_ids,
+            "dims": cards[0]["dims"],
+            "data_manifest_hashes": [c["training_data"]["manifest_hash"] for c in cards],
+            "folds_hash": metrics["settings"].get("folds_hash"),
+            "operating_point": metrics["operating_point"],
+            "classes": metrics["classes"],
+            "preprocessing": cards[0]["preprocessing"],
+            "oof_auroc": metrics["oof"]["auroc"],
+            "oof_auroc_ci": metrics["oof"]["auroc_ci"],
+            "test_auroc": (metrics.get("test") or {}).get("auroc"),
+        }
         staging.record.write_text(json.dumps(record, indent=2))
         os.replace(staging.root, target)  # the version appears whole
         self._append(version, "registered", "evaluation stored")

@@ -63,8 +63,17 @@ RENDERERS: tuple[ModuleType, ...] = (claim, flowables, inputs, sections)
 def _key(r: ReportInputs) -> str:
     """12 hex digits of the hash of everything the PDF shows, and of the code that draws it."""
     code = [hashlib.sha256(Path(module.__file__ or "").read_bytes()).hexdigest() for module in RENDERERS]
-    payload = [r.metrics, r.sanity, r.cases.to_dict("records"), [c["model_id"] for c in r.cards], asdict(r.settings),
-               r.date, __version__, hashlib.sha256(Path(__file__).read_bytes()).hexdigest(), code]
+    payload = [
+        r.metrics,
+        r.sanity,
+        r.cases.to_dict("records"),
+        [c["model_id"] for c in r.cards],
+        asdict(r.settings),
+        r.date,
+        __version__,
+        hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        code,
+    ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -82,10 +91,20 @@ def build_report(workdir: Path, settings: ReportSettings = ReportSettings(), tod
     pages: list[int] = []
 
     def write(tmp: Path) -> None:
-        doc = _Document(str(tmp), pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
-                        bottomMargin=MARGIN, title="ScanLens interpretability report", author="ScanLens",
-                        subject=f"Model {r.card['model_id']}", creator=f"ScanLens {__version__}", keywords="",
-                        invariant=1)
+        doc = _Document(
+            str(tmp),
+            pagesize=A4,
+            leftMargin=MARGIN,
+            rightMargin=MARGIN,
+            topMargin=MARGIN,
+            bottomMargin=MARGIN,
+            title="ScanLens interpretability report",
+            author="ScanLens",
+            subject=f"Model {r.card['model_id']}",
+            creator=f"ScanLens {__version__}",
+            keywords="",
+            invariant=1,
+        )
         doc.multiBuild(body, onFirstPage=_page_number, onLaterPages=_page_number)
         pages.append(doc.page)
 

@@ -44,7 +44,11 @@ CLAIM_2024: list[tuple[int, str, str]] = [
     (33, "Demographic and clinical characteristics per partition", "6 Subgroups (when demographics were kept)"),
     (34, "Performance of the model on all data partitions", "5 Performance"),
     (35, "Estimates of diagnostic accuracy with 95% confidence intervals", "5 Performance"),
-    (36, "Failure analysis of incorrectly classified cases", "7 Saliency (false-positive and false-negative galleries)"),
+    (
+        36,
+        "Failure analysis of incorrectly classified cases",
+        "7 Saliency (false-positive and false-negative galleries)",
+    ),
     (37, "Study limitations", "8 Limitations"),
     (38, "Implications for practice, intended use and clinical role", "2 Intended use"),
     (39, "Registration number and registry", NOT_AVAILABLE),

@@ -60,8 +60,15 @@ def table(rows: list[list[Any]], widths: list[float] | None = None) -> Table:
     small = ParagraphStyle("cell", parent=style, fontSize=7.5, leading=9)
     data = [[Paragraph(str(c), small) for c in row] for row in rows]
     out = Table(data, colWidths=widths, repeatRows=1)
-    out.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.3, colors.grey),
-                             ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    out.setStyle(
+        TableStyle(
+            [
+                ("GRID", (0, 0), (-1, -1), 0.3, colors.grey),
+                ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ]
+        )
+    )
     return out
 
 

@@ -20,10 +20,14 @@ class ReportSettings:
     """Words that the pipeline cannot know, with defaults that say so."""
 
     audience: str = "the institutional review board (model validation)"
-    intended_use: str = ("Research use: triage support that estimates the probability of the positive class for a "
-                         "single scan, for review by a qualified clinician. Not a diagnostic device.")
-    out_of_scope: str = ("Diagnosis without clinician review; patients, modalities, scanners or populations unlike the "
-                         "training data; paediatric use unless evaluated; any use as localisation of findings.")
+    intended_use: str = (
+        "Research use: triage support that estimates the probability of the positive class for a "
+        "single scan, for review by a qualified clinician. Not a diagnostic device."
+    )
+    out_of_scope: str = (
+        "Diagnosis without clinician review; patients, modalities, scanners or populations unlike the "
+        "training data; paediatric use unless evaluated; any use as localisation of findings."
+    )
 
 
 @dataclass(frozen=True)
@@ -63,5 +67,6 @@ def read_inputs(workdir: Path, settings: ReportSettings, date: str) -> ReportInp
     for k in range(metrics["settings"]["n_folds"]):
         record = json.loads(wd.fold(k).record.read_text())
         cards.append(json.loads(wd.model(record["model_id"]).card.read_text()))
-    return ReportInputs(wd, metrics, sanity, cases, cards, pd.read_parquet(wd.catalog), read_parquet(wd.quarantine),
-                        settings, date)
+    return ReportInputs(
+        wd, metrics, sanity, cases, cards, pd.read_parquet(wd.catalog), read_parquet(wd.quarantine), settings, date
+    )

@@ -66,8 +66,19 @@ def _uid(seed: bytes, *parts: str) -> str:
 #: What the outputs take from a source instance: the Patient and General Study modules (so that a
 #: PACS files them into the study) and the instance's own identity (for the SR's evidence).
 REFERENCE_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
-    "ReferringPhysicianName", "StudyID", "AccessionNumber", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
     "Modality",
 )
 _TIME = re.compile(r"^([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?$")
@@ -106,8 +117,17 @@ _VALID = {
 
 
 #: Type 2 attributes of the Patient and General Study modules: present, empty when unknown.
-_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-           "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_TYPE_2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def reference_dataset(source: Dataset) -> Dataset:
@@ -135,44 +155,73 @@ def _concept(value: str, meaning: str) -> hd.sr.CodedConcept:
 
 
 def _content(scored: ScoredScan) -> hd.sr.ContainerContentItem:
-    root = hd.sr.ContainerContentItem(name=_concept("classification-result", "ScanLens classification result"),
-                                      template_id=None)
+    root = hd.sr.ContainerContentItem(
+        name=_concept("classification-result", "ScanLens classification result"), template_id=None
+    )
     contains = hd.sr.RelationshipTypeValues.CONTAINS
     unitless = hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units")
-    root.ContentSequence = hd.sr.ContentSequence([
-        hd.sr.TextContentItem(name=codes.DCM.AlgorithmName, value="ScanLens ResNet-50 ensemble",
-                              relationship_type=contains),
-        hd.sr.TextContentItem(name=codes.DCM.AlgorithmVersion, value=scored.model_version, relationship_type=contains),
-        hd.sr.NumContentItem(name=_concept("probability", f"Probability of class {scored.positive_class}"),
-                             value=round(scored.probability, 6), unit=unitless, relationship_type=contains),
-        hd.sr.NumContentItem(name=_concept("threshold", "Operating-point threshold"), value=round(scored.threshold, 6),
-                             unit=unitless, relationship_type=contains),
-        hd.sr.TextContentItem(name=_concept("decision", "Decision at the operating point"),
-                              value=f"class {scored.decision}", relationship_type=contains),
-        hd.sr.TextContentItem(name=_concept("disclaimer", "Intended use"), value=DISCLAIMER,
-                              relationship_type=contains),
-    ])
+    root.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.TextContentItem(
+                name=codes.DCM.AlgorithmName, value="ScanLens ResNet-50 ensemble", relationship_type=contains
+            ),
+            hd.sr.TextContentItem(
+                name=codes.DCM.AlgorithmVersion, value=scored.model_version, relationship_type=contains
+            ),
+            hd.sr.NumContentItem(
+                name=_concept("probability", f"Probability of class {scored.positive_class}"),
+                value=round(scored.probability, 6),
+                unit=unitless,
+                relationship_type=contains,
+            ),
+            hd.sr.NumContentItem(
+                name=_concept("threshold", "Operating-point threshold"),
+                value=round(scored.threshold, 6),
+                unit=unitless,
+                relationship_type=contains,
+            ),
+            hd.sr.TextContentItem(
+                name=_concept("decision", "Decision at the operating point"),
+                value=f"class {scored.decision}",
+                relationship_type=contains,
+            ),
+            hd.sr.TextContentItem(
+                name=_concept("disclaimer", "Intended use"), value=DISCLAIMER, relationship_type=contains
+            ),
+        ]
+    )
     return root
 
 
 def make_score_sr(sources: list[Dataset], scored: ScoredScan, seed: bytes) -> Dataset:
     """A Comprehensive SR in the source study, referencing every source instance as evidence."""
     return hd.sr.ComprehensiveSR(
-        evidence=sources, content=_content(scored),
-        series_instance_uid=_uid(seed, scored.scan_id, scored.model_version, "sr-series"), series_number=9001,
-        sop_instance_uid=_uid(seed, scored.scan_id, scored.model_version, "sr"), instance_number=1,
-        manufacturer=MANUFACTURER, is_complete=True, series_description="ScanLens score",
+        evidence=sources,
+        content=_content(scored),
+        series_instance_uid=_uid(seed, scored.scan_id, scored.model_version, "sr-series"),
+        series_number=9001,
+        sop_instance_uid=_uid(seed, scored.scan_id, scored.model_version, "sr"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        series_description="ScanLens score",
     )
 
 
 def make_overlay_sc(source: Dataset, rgb: np.ndarray, scored: ScoredScan, seed: bytes) -> Dataset:
     """A Secondary Capture (RGB, 8 bit) of the overlay figure in the source study."""
     sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=source, pixel_array=np.ascontiguousarray(rgb[..., :3], dtype=np.uint8),
-        photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
-        series_instance_uid=_uid(seed, scored.scan_id, scored.model_version, "sc-series"), series_number=9002,
-        sop_instance_uid=_uid(seed, scored.scan_id, scored.model_version, "sc"), instance_number=1,
-        manufacturer=MANUFACTURER, patient_orientation=("L", "P"),
+        ref_dataset=source,
+        pixel_array=np.ascontiguousarray(rgb[..., :3], dtype=np.uint8),
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=_uid(seed, scored.scan_id, scored.model_version, "sc-series"),
+        series_number=9002,
+        sop_instance_uid=_uid(seed, scored.scan_id, scored.model_version, "sc"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        patient_orientation=("L", "P"),
     )
     sc.SeriesDescription = "ScanLens GradCAM overlay"
     sc.ImageComments = f"{DISCLAIMER} Model {scored.model_version}; p={scored.probability:.3f}."
@@ -180,8 +229,9 @@ def make_overlay_sc(source: Dataset, rgb: np.ndarray, scored: ScoredScan, seed: 
     return sc
 
 
-def write_score_outputs(outbox: Path, sources: list[Dataset], scored: ScoredScan, overlay_rgb: np.ndarray | None,
-                        seed: bytes) -> ScoreOutputs:
+def write_score_outputs(
+    outbox: Path, sources: list[Dataset], scored: ScoredScan, overlay_rgb: np.ndarray | None, seed: bytes
+) -> ScoreOutputs:
     """Write the SR (and, given an overlay, the Secondary Capture) atomically into ``outbox``."""
     files = Outbox(outbox)
     sr_path = files.sr(scored.scan_id, scored.model_version)

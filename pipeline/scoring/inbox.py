@@ -92,7 +92,11 @@ def _study_folders(inbox: Path) -> tuple[list[Path], int]:
 
 
 def poll_inbox(
-    inbox: Path, state: dict[str, Any], now: float, stable_seconds: float, pseudonymizer: Pseudonymizer,
+    inbox: Path,
+    state: dict[str, Any],
+    now: float,
+    stable_seconds: float,
+    pseudonymizer: Pseudonymizer,
 ) -> InboxPoll:
     """Compare the inbox with ``state`` at time ``now`` (seconds, any clock that only moves forward).
 

@@ -76,8 +76,12 @@ def load_champion(workdir: Path, device: str = "auto") -> Champion:
 
 @writes_workdir("score")
 def score_scans(
-    workdir: Path, scans: pd.DataFrame, champion: Champion | None = None, overlays: bool = True,
-    scan_root: Path | None = None, on_scored: Callable[[pd.DataFrame], None] | None = None,
+    workdir: Path,
+    scans: pd.DataFrame,
+    champion: Champion | None = None,
+    overlays: bool = True,
+    scan_root: Path | None = None,
+    on_scored: Callable[[pd.DataFrame], None] | None = None,
 ) -> ScoreResult:
     """Score catalogue rows ``scans`` (labels not needed) unless the champion already scored them.
 
@@ -108,16 +112,30 @@ def score_scans(
     positive = positive_class(champion.classes)
     p = probabilities[:, champion.models[0].classes.index(int(positive))]
     study = todo.set_index("scan_id")["study_id"]
-    rows = pd.DataFrame({"scan_id": index["scan_id"], "patient_id": index["patient_id"],
-                         "study_id": [study[s] for s in index["scan_id"]], "probability": p,
-                         "decision": np.where(p >= champion.threshold, positive, champion.classes[0]),
-                         "threshold": champion.threshold, "model_version": champion.version})
+    rows = pd.DataFrame(
+        {
+            "scan_id": index["scan_id"],
+            "patient_id": index["patient_id"],
+            "study_id": [study[s] for s in index["scan_id"]],
+            "probability": p,
+            "decision": np.where(p >= champion.threshold, positive, champion.classes[0]),
+            "threshold": champion.threshold,
+            "model_version": champion.version,
+        }
+    )
     clock = time.perf_counter()
     if overlays:
         catalog_rows = todo.set_index("scan_id")
         for row, score in zip(index.itertuples(index=False), p, strict=True):
-            _overlay(workdir, champion, row.scan_id, scan_root / row.cache_path,
-                     scan_root / catalog_rows.loc[row.scan_id, "volume_path"], catalog_rows.loc[row.scan_id], float(score))
+            _overlay(
+                workdir,
+                champion,
+                row.scan_id,
+                scan_root / row.cache_path,
+                scan_root / catalog_rows.loc[row.scan_id, "volume_path"],
+                catalog_rows.loc[row.scan_id],
+                float(score),
+            )
     seconds["overlays"] = time.perf_counter() - clock
     clock = time.perf_counter()
     if on_scored is not None:
@@ -128,16 +146,24 @@ def score_scans(
         table = rows if existing is None else pd.concat([existing, rows], ignore_index=True)
         table = table.drop_duplicates(["scan_id", "model_version"], keep="last")
         write_parquet_if_changed(table_path, table.sort_values(["scan_id", "model_version"]).reset_index(drop=True))
-    log.info("scored %d scans with %s (%d already scored, %d of other dimensions)", len(rows), champion.version,
-             n_skipped, n_incompatible)
+    log.info(
+        "scored %d scans with %s (%d already scored, %d of other dimensions)",
+        len(rows),
+        champion.version,
+        n_skipped,
+        n_incompatible,
+    )
     return ScoreResult(rows, n_skipped, table_path, n_incompatible, seconds)
 
 
-def _overlay(workdir: Path, champion: Champion, scan_id: str, cache: Path, volume: Path, scan: pd.Series,
-             p: float) -> None:
+def _overlay(
+    workdir: Path, champion: Champion, scan_id: str, cache: Path, volume: Path, scan: pd.Series, p: float
+) -> None:
     x = torch.from_numpy(np.load(cache))[None]
     target = champion.models[0].classes.index(int(positive_class(champion.classes)))
-    signed = np.mean([attribute(m.model, x.to(m.device.device), target, "gradcam").signed for m in champion.models], axis=0)
+    signed = np.mean(
+        [attribute(m.model, x.to(m.device.device), target, "gradcam").signed for m in champion.models], axis=0
+    )
     pre = champion.models[0].preprocess
     overlay = ScanOverlay.load(volume, pre.effective(scan["modality"], int(scan["dims"])))
     title = f"p={p:.3f} (threshold {champion.threshold:.3f})\nGradCAM, model {champion.version}"

@@ -52,7 +52,9 @@ class StudyScoring:
     quarantine_by_reason: dict[str, int]
     dicom_outputs: list[Path] = field(default_factory=list)
     n_without_dicom_source: int = 0  # scored scans that came from NIfTI: no SR/SC can reference a study
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time: ingest, preprocess, inference, overlays, outputs
+    seconds: dict[str, float] = field(
+        default_factory=dict
+    )  # wall time: ingest, preprocess, inference, overlays, outputs
     dicom_failures: dict[str, str] = field(default_factory=dict)  # scan_id -> error type: scored, but no SR/SC
     champion_dims: int = 2
 
@@ -68,8 +70,14 @@ class StudyScoring:
 
 @writes_workdir("score")
 def score_study(
-    workdir: Path, folder: Path, key: str, outbox: Path | None = None, secret: str | None = None,
-    champion: Champion | None = None, overlays: bool = True, workers: int | None = None,
+    workdir: Path,
+    folder: Path,
+    key: str,
+    outbox: Path | None = None,
+    secret: str | None = None,
+    champion: Champion | None = None,
+    overlays: bool = True,
+    workers: int | None = None,
 ) -> StudyScoring:
     """Ingest the study ``folder`` (read only) and score its scans with the champion.
 
@@ -93,8 +101,9 @@ def score_study(
         if outbox is None:
             return
         for row in rows.itertuples(index=False):
-            members = manifest.loc[(manifest["scan_id"] == row.scan_id) & (manifest["status"] == "catalogued"),
-                                   "source_path"]
+            members = manifest.loc[
+                (manifest["scan_id"] == row.scan_id) & (manifest["status"] == "catalogued"), "source_path"
+            ]
             paths = [folder / p for p in members if not p.lower().endswith(NIFTI_SUFFIXES)]
             if not paths:
                 no_source["nifti"] += 1
@@ -103,8 +112,14 @@ def score_study(
             png = wd.overlay(row.scan_id, champion.version)
             if overlays and png.exists():
                 rgb = np.asarray(Image.open(io.BytesIO(png.read_bytes())).convert("RGB"))
-            scored = ScoredScan(row.scan_id, champion.version, float(row.probability), champion.threshold,
-                                str(row.decision), positive_class(champion.classes))
+            scored = ScoredScan(
+                row.scan_id,
+                champion.version,
+                float(row.probability),
+                champion.threshold,
+                str(row.decision),
+                positive_class(champion.classes),
+            )
             try:
                 out = write_score_outputs(outbox, read_source_headers(paths), scored, rgb, seed)
             except Exception as exc:  # noqa: BLE001 (one scan's odd headers must not stop the others' scores)
@@ -116,8 +131,27 @@ def score_study(
     scored = score_scans(workdir, catalog, champion, overlays, scan_root=intake.root, on_scored=write_outputs)
     quarantine = read_parquet(intake.quarantine)
     reasons = dict(sorted(Counter(quarantine["reason"]).items())) if quarantine is not None else {}
-    log.info("study %s: %d files, %d scans, %d scored, %d already scored, quarantined %s", key,
-             result.n_source_files, len(catalog), len(scored.scores), scored.n_skipped, reasons)
-    return StudyScoring(key, champion.version, result.n_source_files, len(catalog), scored.scores, scored.n_skipped,
-                        scored.n_incompatible, reasons, written, no_source["nifti"],
-                        {"ingest": ingest_seconds, **scored.seconds}, failures, champion.dims)
+    log.info(
+        "study %s: %d files, %d scans, %d scored, %d already scored, quarantined %s",
+        key,
+        result.n_source_files,
+        len(catalog),
+        len(scored.scores),
+        scored.n_skipped,
+        reasons,
+    )
+    return StudyScoring(
+        key,
+        champion.version,
+        result.n_source_files,
+        len(catalog),
+        scored.scores,
+        scored.n_skipped,
+        scored.n_incompatible,
+        reasons,
+        written,
+        no_source["nifti"],
+        {"ingest": ingest_seconds, **scored.seconds},
+        failures,
+        champion.dims,
+    )

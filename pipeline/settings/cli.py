@@ -37,7 +37,11 @@ def _show(value: Any) -> str:
 def add_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, spec: SettingSpec, default: Any) -> None:
     """Add the flag of one setting, with ``default`` (the profile's)."""
     base, _ = _base(spec.annotation)
-    kwargs: dict[str, Any] = {"dest": spec.public, "default": default, "help": f"{spec.help} (default: {_show(default)})"}
+    kwargs: dict[str, Any] = {
+        "dest": spec.public,
+        "default": default,
+        "help": f"{spec.help} (default: {_show(default)})",
+    }
     if base is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif typing.get_origin(base) is Literal:
@@ -49,8 +53,9 @@ def add_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, spec
     parser.add_argument(spec.flag, **kwargs)
 
 
-def add_settings(parser: argparse.ArgumentParser, *groups: type, profile: str = "default",
-                 skip: tuple[str, ...] = ()) -> None:
+def add_settings(
+    parser: argparse.ArgumentParser, *groups: type, profile: str = "default", skip: tuple[str, ...] = ()
+) -> None:
     """Add the CLI settings of ``groups`` to ``parser`` (each flag once; ``skip`` names public names not to add)."""
     seen = {action.dest for action in parser._actions}
     for group in groups:

@@ -14,12 +14,18 @@ class CVSettings:
     (the catalogue's ``test`` split, else a patient-grouped ``test_fraction``), for models of ``dims``
     (which decides which scans take part), seeded."""
 
-    n_folds: int = setting(5, "number of folds K (Dagster: the fold_models partitions, $SCANLENS_CV_FOLDS)",
-                           flag="--folds", metavar="K", asset=False)
+    n_folds: int = setting(
+        5,
+        "number of folds K (Dagster: the fold_models partitions, $SCANLENS_CV_FOLDS)",
+        flag="--folds",
+        metavar="K",
+        asset=False,
+    )
     test_fraction: float = setting(0.2, "test share of patients when the catalogue has no test split")
     seed: int = setting(0, "random seed (splits, initialisation, augmentation)")
-    dims: int = setting(2, "spatial dims of the model (from --dims, or the model_kind of cv_folds)", cli=False,
-                        asset=False)
+    dims: int = setting(
+        2, "spatial dims of the model (from --dims, or the model_kind of cv_folds)", cli=False, asset=False
+    )
 
     def __post_init__(self) -> None:
         if self.n_folds < 2:
@@ -35,14 +41,20 @@ class EvaluationSettings:
     """Pooled statistics (the ``evaluation`` settings group): patient-level bootstrap CIs, the
     operating point pre-specified on out-of-fold predictions, and subgroup tables."""
 
-    n_resamples: int = setting(2000, "patient-level bootstrap resamples per CI (at least 2000 for reports)",
-                               flag="--resamples")
+    n_resamples: int = setting(
+        2000, "patient-level bootstrap resamples per CI (at least 2000 for reports)", flag="--resamples"
+    )
     level: float = setting(0.95, "confidence level of the intervals")
     seed: int = setting(0, "random seed (splits, initialisation, augmentation)")
     target_sensitivity: float | None = setting(
-        None, "operating point: the highest threshold reaching this OOF sensitivity (none: Youden's J)")
-    subgroups: tuple[str, ...] = setting((), "catalogue columns for subgroup tables, e.g. manufacturer,patient_sex,"
-                                         "age_band (the last two need keep_demographics at ingest)", metavar="COLS")
+        None, "operating point: the highest threshold reaching this OOF sensitivity (none: Youden's J)"
+    )
+    subgroups: tuple[str, ...] = setting(
+        (),
+        "catalogue columns for subgroup tables, e.g. manufacturer,patient_sex,"
+        "age_band (the last two need keep_demographics at ingest)",
+        metavar="COLS",
+    )
     min_subgroup_patients: int = setting(5, "subgroups with fewer patients are reported without statistics")
 
     def __post_init__(self) -> None:

@@ -24,8 +24,15 @@ from pydantic.config import JsonDict
 SETTINGS = ConfigDict(extra="forbid")
 
 
-def setting(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
-            cli: bool = True, asset: bool = True) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    metavar: str | None = None,
+    cli: bool = True,
+    asset: bool = True,
+) -> Any:
     """Declare one setting: its default and help text, and optionally its command-line spelling.
 
     ``flag`` overrides the flag derived from the field name (``batch_size`` -> ``--batch-size``);
@@ -70,12 +77,19 @@ def specs(group: type) -> list[SettingSpec]:
         if info is None or not isinstance(info.json_schema_extra, dict) or "cli" not in info.json_schema_extra:
             continue
         extra = info.json_schema_extra
-        out.append(SettingSpec(
-            group=group, name=field.name, annotation=info.annotation, default=info.default,
-            help=info.description or "", flag=str(extra["flag"] or "--" + field.name.replace("_", "-")),
-            metavar=extra["metavar"] if isinstance(extra["metavar"], str) else None,
-            cli=bool(extra["cli"]), asset=bool(extra["asset"]),
-        ))
+        out.append(
+            SettingSpec(
+                group=group,
+                name=field.name,
+                annotation=info.annotation,
+                default=info.default,
+                help=info.description or "",
+                flag=str(extra["flag"] or "--" + field.name.replace("_", "-")),
+                metavar=extra["metavar"] if isinstance(extra["metavar"], str) else None,
+                cli=bool(extra["cli"]),
+                asset=bool(extra["asset"]),
+            )
+        )
     return out
 
 

@@ -20,21 +20,36 @@ class IngestSettings:
 
     keep_demographics: bool = setting(False, "keep PatientSex and PatientAge (PS3.15 Annex E) for subgroup analysis")
     allow_burned_in: bool = setting(False, "ingest images flagged BurnedInAnnotation=YES instead of quarantining them")
-    spacing_tolerance: float = setting(0.05, "relative deviation of slice spacing from the median accepted with a "
-                                       "warning; larger deviations quarantine the series")
+    spacing_tolerance: float = setting(
+        0.05,
+        "relative deviation of slice spacing from the median accepted with a "
+        "warning; larger deviations quarantine the series",
+    )
     workers: int | None = setting(None, "parallel parser processes (none: one per CPU core)", metavar="N")
     rehash: bool = setting(False, "hash every source file even when its size and mtime match the manifest")
-    task_timeout_s: float = setting(WorkerLimits.timeout_s, "wall-clock seconds one file or scan may take before its "
-                                    "worker is killed and it is quarantined as decoder_timeout",
-                                    flag="--task-timeout", metavar="S")
-    worker_memory_mb: int = setting(WorkerLimits.memory_mb, "memory one worker process may add; past it the file is "
-                                    "quarantined as too_large", metavar="MB")
-    max_file_mb: int = setting(ReadLimits.max_file_mb, "larger files are quarantined as too_large without being read",
-                               metavar="MB")
-    max_decoded_mb: int = setting(ReadLimits.max_decoded_mb, "memory one image may need once decoded, from its "
-                                  "declared size", metavar="MB")
-    follow_external_links: bool = setting(False, "read files through symbolic links that point outside the source "
-                                          "folder (default: quarantine them as outside_source)")
+    task_timeout_s: float = setting(
+        WorkerLimits.timeout_s,
+        "wall-clock seconds one file or scan may take before its "
+        "worker is killed and it is quarantined as decoder_timeout",
+        flag="--task-timeout",
+        metavar="S",
+    )
+    worker_memory_mb: int = setting(
+        WorkerLimits.memory_mb,
+        "memory one worker process may add; past it the file is quarantined as too_large",
+        metavar="MB",
+    )
+    max_file_mb: int = setting(
+        ReadLimits.max_file_mb, "larger files are quarantined as too_large without being read", metavar="MB"
+    )
+    max_decoded_mb: int = setting(
+        ReadLimits.max_decoded_mb, "memory one image may need once decoded, from its declared size", metavar="MB"
+    )
+    follow_external_links: bool = setting(
+        False,
+        "read files through symbolic links that point outside the source "
+        "folder (default: quarantine them as outside_source)",
+    )
 
     def __post_init__(self) -> None:
         if self.spacing_tolerance < 0:

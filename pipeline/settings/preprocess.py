@@ -24,16 +24,21 @@ class PreprocessSettings:
     :meth:`for_dims` resolves the rest into the :class:`PreprocessConfig` that the cache keys hash.
     """
 
-    input_size: int | None = setting(None, "model input edge in voxels, H=W or D=H=W (none: 64 for 2D, 32 for 3D)",
-                                        metavar="N")
-    target_spacing_mm: float | None = setting(None, "isotropic resampling in mm before resizing (none: keep the "
-                                                 "scan's grid)", metavar="MM")
+    input_size: int | None = setting(
+        None, "model input edge in voxels, H=W or D=H=W (none: 64 for 2D, 32 for 3D)", metavar="N"
+    )
+    target_spacing_mm: float | None = setting(
+        None, "isotropic resampling in mm before resizing (none: keep the scan's grid)", metavar="MM"
+    )
     intensity: Literal["auto", "ct_window", "percentile", "minmax"] = setting(
-        "auto", "intensity normalisation: auto picks ct_window for CT, percentile for MR/PT, minmax otherwise")
-    ct_window: str = setting("soft_tissue", "CT window: soft_tissue, lung, bone or 'centre,width' in HU",
-                             metavar="WINDOW")
+        "auto", "intensity normalisation: auto picks ct_window for CT, percentile for MR/PT, minmax otherwise"
+    )
+    ct_window: str = setting(
+        "soft_tissue", "CT window: soft_tissue, lung, bone or 'centre,width' in HU", metavar="WINDOW"
+    )
     slice_strategy: Literal["centre", "mip", "2.5d"] = setting(
-        "centre", "how a 2D model reads 3D scans: centre slice, MIP along S, or 2.5d (3 slices as channels)")
+        "centre", "how a 2D model reads 3D scans: centre slice, MIP along S, or 2.5d (3 slices as channels)"
+    )
 
     def __post_init__(self) -> None:
         if self.input_size is not None and self.input_size < 1:
@@ -49,5 +54,11 @@ class PreprocessSettings:
             raise UserInputError(f"a model has 2 or 3 spatial dims, not {dims}")
         edge = self.input_size or DEFAULT_EDGE[dims]
         spacing = (self.target_spacing_mm,) * 3 if self.target_spacing_mm else None
-        return PreprocessConfig(dims=dims, input_size=(edge,) * dims, target_spacing_mm=spacing,
-                                intensity=self.intensity, ct_window=self.ct_window, slice_strategy=self.slice_strategy)
+        return PreprocessConfig(
+            dims=dims,
+            input_size=(edge,) * dims,
+            target_spacing_mm=spacing,
+            intensity=self.intensity,
+            ct_window=self.ct_window,
+            slice_strategy=self.slice_strategy,
+        )

@@ -32,13 +32,17 @@ class TrainConfig:
     grad_accumulation: int = setting(1, "batches per optimiser step (for large 3D volumes)")
     class_weighting: bool = setting(True, "weight the loss by inverse class frequency in the training set")
     weights: str | None = setting(
-        None, "ImageNet weights: a torchvision .pth path, or 'imagenet' for the torch hub cache; none = random init",
-        metavar="PATH|imagenet")
+        None,
+        "ImageNet weights: a torchvision .pth path, or 'imagenet' for the torch hub cache; none = random init",
+        metavar="PATH|imagenet",
+    )
     inflation: Literal["average", "centre"] = setting("average", "how 2D kernels inflate to 3D (I3D-style)")
     depth_kernel: int = setting(3, "depth of the inflated 3D kernels")
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "auto (CUDA when available), cpu or cuda")
     seed: int = setting(0, "random seed (splits, initialisation, augmentation)")
-    deterministic: bool = setting(False, "deterministic algorithms: bitwise-identical reruns and resumes on one machine")
+    deterministic: bool = setting(
+        False, "deterministic algorithms: bitwise-identical reruns and resumes on one machine"
+    )
     num_workers: int = setting(0, "data-loader worker processes (each has its own augmentation stream)")
     val_fraction: float = setting(0.2, "validation share of patients when the catalogue has no val split")
 

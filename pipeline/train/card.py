@@ -34,9 +34,17 @@ def git_sha() -> str:
     """The commit of the ScanLens checkout (suffixed ``-dirty`` with local changes), or ``unknown``."""
     root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10, check=True)
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -77,12 +85,22 @@ def model_card(facts: CardFacts) -> dict[str, Any]:
         "augmentation": asdict(facts.aug),
         "weights_source": {"kind": source.kind, "sha256": source.sha256, "description": source.description},
         "class_names": [str(c) for c in data.classes],
-        "training_data": {"manifest_hash": data.manifest_hash, "n_train": len(split.train), "n_val": len(split.val),
-                          "n_train_patients": int(split.train["patient_id"].nunique()), "split": split.source},
+        "training_data": {
+            "manifest_hash": data.manifest_hash,
+            "n_train": len(split.train),
+            "n_val": len(split.val),
+            "n_train_patients": int(split.train["patient_id"].nunique()),
+            "split": split.source,
+        },
         "hyperparameters": {**asdict(cfg), "backbone_lr_factor_applied": facts.backbone_lr_factor},
-        "validation": {"selection_metric": progress.selection_metric, "best_value": progress.best_value,
-                       "best_auroc": progress.best_auroc, "best_epoch": progress.best_epoch,
-                       "epochs_run": progress.epoch, "early_stopped": progress.early_stopped(cfg.epochs, cfg.patience)},
+        "validation": {
+            "selection_metric": progress.selection_metric,
+            "best_value": progress.best_value,
+            "best_auroc": progress.best_auroc,
+            "best_epoch": progress.best_epoch,
+            "epochs_run": progress.epoch,
+            "early_stopped": progress.early_stopped(cfg.epochs, cfg.patience),
+        },
         "training_complete": facts.completed,
         "device": facts.device,
         "seed": cfg.seed,

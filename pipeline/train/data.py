@@ -20,8 +20,9 @@ from pipeline.preprocess.augment import augment, stream_seed
 class CachedScans(Dataset):
     """Preprocessed arrays with integer class targets; augmentation seeded per (seed, epoch, worker)."""
 
-    def __init__(self, workdir: Path, index: pd.DataFrame, classes: list[int], transform: Compose | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, workdir: Path, index: pd.DataFrame, classes: list[int], transform: Compose | None = None, seed: int = 0
+    ) -> None:
         self.paths = [workdir / p for p in index["cache_path"]]
         lookup = {c: i for i, c in enumerate(classes)}
         self.targets = torch.tensor([lookup[int(v)] for v in index["label"]], dtype=torch.long)

@@ -44,7 +44,9 @@ class DeviceSettings:
 
     @property
     def description(self) -> str:
-        amp = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + GradScaler"}[self.amp_dtype]
+        amp = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + GradScaler"}[
+            self.amp_dtype
+        ]
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         return f"{name}, {amp}{', channels_last' if self.channels_last else ''}"
 

@@ -54,8 +54,15 @@ class Optimisation:
         return float(self.optimizer.param_groups[1]["lr"])
 
 
-def build_optimisation(network: nn.Module, targets: torch.Tensor, n_classes: int, pretrained: bool, cfg: TrainConfig,
-                       dev: DeviceSettings, batches_per_epoch: int) -> Optimisation:
+def build_optimisation(
+    network: nn.Module,
+    targets: torch.Tensor,
+    n_classes: int,
+    pretrained: bool,
+    cfg: TrainConfig,
+    dev: DeviceSettings,
+    batches_per_epoch: int,
+) -> Optimisation:
     """Loss weighted by inverse class frequency of ``targets`` (when ``cfg.class_weighting``), AdamW
     over backbone and head, and the per-step schedule. A random-init backbone learns at the full ``lr``:
     there is nothing in it to preserve."""
@@ -65,8 +72,10 @@ def build_optimisation(network: nn.Module, targets: torch.Tensor, n_classes: int
     head = [p for n, p in network.named_parameters() if n.startswith(HEAD_PREFIX)]
     backbone = [p for n, p in network.named_parameters() if not n.startswith(HEAD_PREFIX)]
     backbone_factor = cfg.backbone_lr_factor if pretrained else 1.0
-    optimizer = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr * backbone_factor}, {"params": head, "lr": cfg.lr}],
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [{"params": backbone, "lr": cfg.lr * backbone_factor}, {"params": head, "lr": cfg.lr}],
+        weight_decay=cfg.weight_decay,
+    )
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accumulation)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupCosine(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
@@ -89,14 +98,23 @@ class EpochStats:
         return self.seen / self.seconds
 
 
-def train_epoch(network: nn.Module, loader: DataLoader, opt: Optimisation, dev: DeviceSettings, dims: int,
-                grad_accumulation: int, description: str, progress: bool) -> EpochStats:
+def train_epoch(
+    network: nn.Module,
+    loader: DataLoader,
+    opt: Optimisation,
+    dev: DeviceSettings,
+    dims: int,
+    grad_accumulation: int,
+    description: str,
+    progress: bool,
+) -> EpochStats:
     """One pass over ``loader`` with an optimiser step every ``grad_accumulation`` batches (and after the last).
     ``progress`` shows a tqdm bar on an interactive terminal."""
     network.train()
     started, seen, steps, total_loss = time.perf_counter(), 0, 0, 0.0
-    batches = tqdm(loader, desc=description, unit="batch", leave=False,
-                   disable=None if progress else True)  # None: only on an interactive terminal
+    batches = tqdm(
+        loader, desc=description, unit="batch", leave=False, disable=None if progress else True
+    )  # None: only on an interactive terminal
     for index, (images, labels) in enumerate(batches):
         images = images.to(dev.device, non_blocking=dev.non_blocking, memory_format=dev.memory_format(dims))
         labels = labels.to(dev.device, non_blocking=dev.non_blocking)
@@ -114,8 +132,9 @@ def train_epoch(network: nn.Module, loader: DataLoader, opt: Optimisation, dev: 
     return EpochStats(total_loss / seen, seen, steps, time.perf_counter() - started)
 
 
-def validate(network: nn.Module, loader: DataLoader, loss_fn: nn.Module, dev: DeviceSettings,
-             dims: int) -> tuple[float, float]:
+def validate(
+    network: nn.Module, loader: DataLoader, loss_fn: nn.Module, dev: DeviceSettings, dims: int
+) -> tuple[float, float]:
     """Mean loss per image and AUROC (one-vs-rest macro for more than two classes; NaN when the
     labels hold a single class) over ``loader``."""
     network.eval()

@@ -122,9 +122,17 @@ def train(
     data = _training_data(workdir, cfg, pre, aug, scans, log)
     setup = _setup(workdir, data, cfg, pre, aug, dev)
     state = _resume(setup, log) if resume else Progress()
-    log.info("training %s on %s: %d train / %d val scans (%s), classes %s, weights: %s, backbone lr x%g", data.model_id,
-             dev.description, len(data.split.train), len(data.split.val), data.split.source, data.classes,
-             setup.classifier.weights_source.description, setup.opt.backbone_factor)
+    log.info(
+        "training %s on %s: %d train / %d val scans (%s), classes %s, weights: %s, backbone lr x%g",
+        data.model_id,
+        dev.description,
+        len(data.split.train),
+        len(data.split.val),
+        data.split.source,
+        data.classes,
+        setup.classifier.weights_source.description,
+        setup.opt.backbone_factor,
+    )
     epochs_this_run = 0
     while not state.finished(cfg.epochs, cfg.patience):
         if stop_after is not None and epochs_this_run >= stop_after:
@@ -134,8 +142,14 @@ def train(
     return _finalise(setup, state, cfg, pre, aug)
 
 
-def _training_data(workdir: Path, cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig,
-                   scans: pd.DataFrame | None, log: logging.Logger | Any) -> TrainingData:
+def _training_data(
+    workdir: Path,
+    cfg: TrainConfig,
+    pre: PreprocessConfig,
+    aug: AugmentConfig,
+    scans: pd.DataFrame | None,
+    log: logging.Logger | Any,
+) -> TrainingData:
     """Preprocess, split train/validation, and name the model after what it learns from."""
     if scans is not None:
         scans = scans.assign(split=None)
@@ -153,8 +167,9 @@ def _training_data(workdir: Path, cfg: TrainConfig, pre: PreprocessConfig, aug: 
     return TrainingData(model_id, split, classes, data_hash, prepared.config_hash)
 
 
-def _setup(workdir: Path, data: TrainingData, cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig,
-           dev: DeviceSettings) -> Setup:
+def _setup(
+    workdir: Path, data: TrainingData, cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig, dev: DeviceSettings
+) -> Setup:
     """The model folder, the network on its device, the data loaders and the optimiser."""
     files = Workdir(workdir).model(data.model_id)
     files.root.mkdir(parents=True, exist_ok=True)
@@ -171,14 +186,21 @@ def _setup(workdir: Path, data: TrainingData, cfg: TrainConfig, pre: PreprocessC
     train_set = CachedScans(workdir, data.split.train, data.classes, build_augmentation(aug, pre.dims), cfg.seed)
     val_set = CachedScans(workdir, data.split.val, data.classes)
     generator = torch.Generator()
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=RandomSampler(train_set, generator=generator),
-                        num_workers=cfg.num_workers, pin_memory=dev.pin_memory, drop_last=needed > 1,
-                        worker_init_fn=seed_worker)
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        sampler=RandomSampler(train_set, generator=generator),
+        num_workers=cfg.num_workers,
+        pin_memory=dev.pin_memory,
+        drop_last=needed > 1,
+        worker_init_fn=seed_worker,
+    )
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=dev.pin_memory)
     if len(loader) == 0:
         raise UserInputError(f"{len(train_set)} training scans are fewer than one batch of {cfg.batch_size}")
-    opt = build_optimisation(classifier.network, train_set.targets, len(data.classes), classifier.pretrained, cfg, dev,
-                             len(loader))
+    opt = build_optimisation(
+        classifier.network, train_set.targets, len(data.classes), classifier.pretrained, cfg, dev, len(loader)
+    )
     return Setup(data, files, classifier, train_set, loader, val_loader, generator, opt, dev)
 
 
@@ -200,8 +222,9 @@ def _resume(setup: Setup, log: logging.Logger | Any) -> Progress:
     return state
 
 
-def _epoch(setup: Setup, state: Progress, cfg: TrainConfig, pre: PreprocessConfig, progress: bool,
-           log: logging.Logger | Any) -> None:
+def _epoch(
+    setup: Setup, state: Progress, cfg: TrainConfig, pre: PreprocessConfig, progress: bool, log: logging.Logger | Any
+) -> None:
     """Train and validate one epoch, keep the weights when it is the best so far, and checkpoint."""
     epoch = state.epoch
     frozen = epoch < cfg.head_only_epochs
@@ -209,29 +232,72 @@ def _epoch(setup: Setup, state: Progress, cfg: TrainConfig, pre: PreprocessConfi
         parameter.requires_grad_(not frozen)
     setup.train_set.set_epoch(epoch)
     setup.generator.manual_seed(cfg.seed * 7919 + epoch)
-    stats = train_epoch(setup.network, setup.loader, setup.opt, setup.dev, pre.dims, cfg.grad_accumulation,
-                        f"epoch {epoch + 1}/{cfg.epochs}", progress)
+    stats = train_epoch(
+        setup.network,
+        setup.loader,
+        setup.opt,
+        setup.dev,
+        pre.dims,
+        cfg.grad_accumulation,
+        f"epoch {epoch + 1}/{cfg.epochs}",
+        progress,
+    )
     state.step += stats.steps
     val_loss, val_auroc = validate(setup.network, setup.val_loader, setup.opt.loss_fn, setup.dev, pre.dims)
-    record = {"epoch": epoch + 1, "train_loss": stats.train_loss, "val_loss": val_loss, "val_auroc": val_auroc,
-              "lr": setup.opt.head_lr, "images_per_s": stats.images_per_s, "head_only": frozen}
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": stats.train_loss,
+        "val_loss": val_loss,
+        "val_auroc": val_auroc,
+        "lr": setup.opt.head_lr,
+        "images_per_s": stats.images_per_s,
+        "head_only": frozen,
+    }
     if state.observe(record):
         _save_weights(setup.files.weights, setup.network)
     opt = setup.opt
-    save_checkpoint(setup.files.checkpoint, {
-        "model": setup.network.state_dict(), "optimizer": opt.optimizer.state_dict(), "scheduler": opt.scheduler.state_dict(),
-        "scaler": opt.scaler.state_dict(), "rng": rng_state(), "loop": state.as_dict(),
-        "sampler": {"generator": setup.generator.get_state(), "seed": cfg.seed, "epoch": epoch},
-    })
-    log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val AUROC %.4f, %.1f images/s%s", epoch + 1, cfg.epochs,
-             stats.train_loss, val_loss, val_auroc, stats.images_per_s, " (head only)" if frozen else "")
+    save_checkpoint(
+        setup.files.checkpoint,
+        {
+            "model": setup.network.state_dict(),
+            "optimizer": opt.optimizer.state_dict(),
+            "scheduler": opt.scheduler.state_dict(),
+            "scaler": opt.scaler.state_dict(),
+            "rng": rng_state(),
+            "loop": state.as_dict(),
+            "sampler": {"generator": setup.generator.get_state(), "seed": cfg.seed, "epoch": epoch},
+        },
+    )
+    log.info(
+        "epoch %d/%d: train loss %.4f, val loss %.4f, val AUROC %.4f, %.1f images/s%s",
+        epoch + 1,
+        cfg.epochs,
+        stats.train_loss,
+        val_loss,
+        val_auroc,
+        stats.images_per_s,
+        " (head only)" if frozen else "",
+    )
 
 
-def _finalise(setup: Setup, state: Progress, cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig) -> TrainResult:
+def _finalise(
+    setup: Setup, state: Progress, cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig
+) -> TrainResult:
     """Write the model card, the history and the learning curves (each only when changed)."""
     completed = state.finished(cfg.epochs, cfg.patience)
-    card = model_card(CardFacts(setup.data, setup.classifier, cfg, pre, aug, state, setup.dev.description, completed,
-                                setup.opt.backbone_factor))
+    card = model_card(
+        CardFacts(
+            setup.data,
+            setup.classifier,
+            cfg,
+            pre,
+            aug,
+            state,
+            setup.dev.description,
+            completed,
+            setup.opt.backbone_factor,
+        )
+    )
     files = setup.files
     write_bytes_if_changed(files.card, json.dumps(card, indent=2).encode())
     write_bytes_if_changed(files.history, json.dumps(state.history, indent=2).encode())
