@@ -38,6 +38,7 @@ from pipeline.preprocess import (
     build_augmentation,
     preprocess_catalog,
 )
+from pipeline.settings.kinds import kind_of
 from pipeline.settings.train import TrainConfig
 from pipeline.storage import write_bytes_if_changed
 from pipeline.train.card import CardFacts, model_card
@@ -163,7 +164,9 @@ def _training_data(
         log.warning("%d validation scans have a class absent from training; they are left out", int(unseen.sum()))
         split = replace(split, val=split.val[~unseen])
     data_hash = manifest_hash([split.train, split.val])
-    model_id = f"resnet50-{pre.dims}d-" + _short_hash(data_hash, prepared.config_hash, cfg.identity_hash(), asdict(aug))
+    model_id = f"resnet50-{kind_of(pre.dims)}-" + _short_hash(
+        data_hash, prepared.config_hash, cfg.identity_hash(), asdict(aug)
+    )
     return TrainingData(model_id, split, classes, data_hash, prepared.config_hash)
 
 
