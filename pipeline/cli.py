@@ -495,9 +495,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     profile = argparse.ArgumentParser(add_help=False)
-    profile.add_argument("--profile", choices=tuple(PROFILES), default="default")
+    profile.add_argument("--profile", default="default")
     known, _ = profile.parse_known_args(argv)  # the profile decides the other flags' defaults
-    args = _parser(known.profile).parse_args(argv)
+    args = _parser(known.profile if known.profile in PROFILES else "default").parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -133,3 +133,12 @@ def test_bad_values_are_user_errors_from_the_declaration() -> None:
     args = _parser().parse_args(["train", "--workdir", "w", "--epochs", "0"])
     with pytest.raises(UserInputError, match="at least 1"):
         from_args(TrainConfig, args)
+
+
+def test_an_unknown_profile_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--profile", "nope", "status", "--workdir", "w"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
