@@ -8,6 +8,7 @@ drift apart. :func:`settings_from` turns a config back into a group, validated b
 
 # No `from __future__ import annotations` here: Dagster reads Config types from the annotations.
 
+import types
 import typing
 from typing import Any
 
@@ -21,7 +22,7 @@ from pipeline.settings.profiles import PROFILES, profile_defaults
 def _dagster_type(annotation: Any) -> Any:
     """Dagster configs take lists where the settings declare tuples."""
     inner, optional = annotation, False
-    if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType):
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         inner, optional = args[0], True
     if typing.get_origin(inner) is tuple:
