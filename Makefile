@@ -23,10 +23,17 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
+# `dagster job execute` starts a partitioned job with an empty run config, so the demo profile's run
+# config (pipeline/settings/profiles.py) is written to a file and passed with -c.
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "2d"}'
-	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "3d"}'
-	$(BIN)/dagster job execute -m assets.definitions -j train_and_evaluate --tags '$(FOLD_RANGE)'
+	$(BIN)/python -m assets.definitions scanlens_demo demo > $(DAGSTER_HOME)/scanlens_demo.demo.json
+	$(BIN)/python -m assets.definitions train_and_evaluate demo > $(DAGSTER_HOME)/train_and_evaluate.demo.json
+	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "2d"}' \
+	  -c $(DAGSTER_HOME)/scanlens_demo.demo.json
+	$(BIN)/dagster job execute -m assets.definitions -j scanlens_demo --tags '{"dagster/partition": "3d"}' \
+	  -c $(DAGSTER_HOME)/scanlens_demo.demo.json
+	$(BIN)/dagster job execute -m assets.definitions -j train_and_evaluate --tags '$(FOLD_RANGE)' \
+	  -c $(DAGSTER_HOME)/train_and_evaluate.demo.json
 	$(BIN)/scanlens import-medmnist data/demo/breastmnist.npz --out demo_work/inbox --inbox --limit 2 --seed 99
 	$(BIN)/scanlens score demo_work/inbox --workdir demo_work/workdir --out demo_work/outbox
 	$(BIN)/scanlens status --workdir demo_work/workdir

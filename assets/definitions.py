@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import dagster as dg
@@ -119,3 +120,26 @@ defs = dg.Definitions(
     sensors=[inbox_sensor],
     resources={"project": ScanLensProject(), "secret": PseudonymSecret(), "inbox": ScoringInbox()},
 )
+
+#: The assets of each job that carries a profile as its run config.
+JOB_PROFILE_ASSETS = {"scanlens_demo": DEMO_JOB_ASSETS, "train_and_evaluate": EVALUATION_JOB_ASSETS}
+
+
+def main(argv: list[str]) -> int:
+    """``python -m assets.definitions JOB PROFILE`` prints JOB's run config under PROFILE as JSON.
+
+    ``dagster job execute`` starts a partitioned job with an empty run config (the job's per-partition
+    config applies to launches from the UI, schedules and sensors only), so ``make demo`` passes this
+    as a run config file (``-c``).
+    """
+    import json
+
+    if len(argv) != 2 or argv[0] not in JOB_PROFILE_ASSETS:
+        sys.stderr.write(f"usage: python -m assets.definitions {{{','.join(JOB_PROFILE_ASSETS)}}} PROFILE\n")
+        return 2
+    sys.stdout.write(json.dumps(profile_run_config(argv[1], JOB_PROFILE_ASSETS[argv[0]])) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
