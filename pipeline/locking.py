@@ -47,6 +47,8 @@ DEFAULT_TIMEOUT_S = 600.0
 #: What a crashed writer can leave: atomic_write's temp files and the registry's staging folders.
 TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp(\..+)?$")
 STAGING_DIR = re.compile(r"^\..+\.partial$")
+#: How long a waiter looks for the holder's record before it says only that the folder is in use.
+ANNOUNCE_AFTER_S = 2.0
 POLL_S = 0.2
 
 P = ParamSpec("P")
@@ -169,7 +171,8 @@ def writes_workdir(purpose: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 def _acquire(fd: int, path: Path, purpose: str, wait: float) -> bool:
     """Take the lock (waiting up to ``wait`` s) and record this process; True when the last holder did not release it."""
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    deadline = started + wait
     announced = False
     while True:
         try:
@@ -182,7 +185,8 @@ def _acquire(fd: int, path: Path, purpose: str, wait: float) -> bool:
                     f"the work folder {path.parent.parent} is in use by {_describe(holder)}; waited {wait:g} s "
                     f"(wait longer with --lock-timeout or ${TIMEOUT_ENV})"
                 ) from None
-            if not announced:
+            # The holder writes its record just after taking the lock: wait briefly for it, so the message names it.
+            if not announced and (holder or time.monotonic() - started >= ANNOUNCE_AFTER_S):
                 log.info("work folder in use by %s; waiting up to %.0f s", _describe(holder), wait)
                 announced = True
             time.sleep(POLL_S)
