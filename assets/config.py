@@ -8,26 +8,26 @@ drift apart. :func:`settings_from` turns a config back into a group, validated b
 
 # No `from __future__ import annotations` here: Dagster reads Config types from the annotations.
 
-import types
 import typing
 from typing import Any
 
 import dagster as dg
 from pydantic import Field, create_model
 
-from pipeline.settings.fields import build, specs
-from pipeline.settings.profiles import PROFILES, profile_defaults
+from pipeline.settings.fields import specs, unwrap_optional
+from pipeline.settings.profiles import PROFILES, profile_defaults, settings_of
 
 
 def _dagster_type(annotation: Any) -> Any:
     """Dagster configs take lists where the settings declare tuples."""
-    inner, optional = annotation, False
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        inner, optional = args[0], True
+    inner, optional = unwrap_optional(annotation)
     if typing.get_origin(inner) is tuple:
         inner = list.__class_getitem__(typing.get_args(inner)[0])  # list[X], X known only at run time
     return inner | None if optional else inner
+
+
+def _dagster_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def config_class(
@@ -44,10 +44,9 @@ def config_class(
         for spec in specs(group):
             if not spec.asset or spec.public in skip or spec.public in fields:
                 continue
-            default = defaults[spec.name]
             fields[spec.public] = (
                 _dagster_type(spec.annotation),
-                Field(default=list(default) if isinstance(default, tuple) else default, description=spec.help),
+                Field(default=_dagster_value(defaults[spec.name]), description=spec.help),
             )
     fields.update(extra or {})
     return create_model(name, __base__=dg.Config, __doc__=doc, __module__=__name__, **fields)
@@ -55,11 +54,7 @@ def config_class(
 
 def settings_from(config: dg.Config, group: type, **given: Any) -> Any:
     """The settings ``group`` from an asset's ``config`` (fields the config lacks keep their defaults)."""
-    values = profile_defaults(group)
-    provided = config.model_dump()
-    values.update({s.name: provided[s.public] for s in specs(group) if s.public in provided})
-    values.update(given)
-    return build(group, values)
+    return settings_of(group, config.model_dump(), "asset", **given)
 
 
 def run_config(profile: str, asset_groups: dict[str, tuple[type, ...]]) -> dict[str, Any]:
@@ -74,8 +69,7 @@ def run_config(profile: str, asset_groups: dict[str, tuple[type, ...]]) -> dict[
             defaults = profile_defaults(group, profile)
             for spec in specs(group):
                 if spec.asset and spec.name in changed and spec.public not in values:
-                    default = defaults[spec.name]
-                    values[spec.public] = list(default) if isinstance(default, tuple) else default
+                    values[spec.public] = _dagster_value(defaults[spec.name])
         if values:
             ops[asset_name] = {"config": values}
     return {"ops": ops}

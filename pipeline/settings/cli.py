@@ -8,24 +8,15 @@ Flag, type, choices, default and help all come from the declaration; a boolean g
 from __future__ import annotations
 
 import argparse
-import types
 import typing
 from typing import Any, Literal
 
-from pipeline.settings.fields import SettingSpec, build, specs
-from pipeline.settings.profiles import profile_defaults
+from pipeline.settings.fields import SettingSpec, specs, unwrap_optional
+from pipeline.settings.profiles import profile_defaults, settings_of
 
 
 def _split(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def _base(annotation: Any) -> tuple[Any, bool]:
-    """The annotation without ``| None``, and whether None was allowed."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0], len(args) < len(typing.get_args(annotation))
-    return annotation, False
 
 
 def _show(value: Any) -> str:
@@ -36,7 +27,7 @@ def _show(value: Any) -> str:
 
 def add_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, spec: SettingSpec, default: Any) -> None:
     """Add the flag of one setting, with ``default`` (the profile's)."""
-    base, _ = _base(spec.annotation)
+    base, _ = unwrap_optional(spec.annotation)
     kwargs: dict[str, Any] = {
         "dest": spec.public,
         "default": default,
@@ -68,7 +59,4 @@ def add_settings(
 
 def from_args(group: type, args: argparse.Namespace, profile: str = "default", **given: Any) -> Any:
     """Build ``group`` from parsed ``args`` (settings without a flag keep the profile's default)."""
-    values = profile_defaults(group, profile)
-    values.update({s.name: getattr(args, s.public) for s in specs(group) if s.cli and hasattr(args, s.public)})
-    values.update(given)
-    return build(group, values)
+    return settings_of(group, vars(args), "cli", profile, **given)

@@ -14,6 +14,8 @@ exposed), which is all the CLI and the Dagster configs need. Validation stays in
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +93,18 @@ def specs(group: type) -> list[SettingSpec]:
             )
         )
     return out
+
+
+def unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    """The annotation without ``| None``, and whether None was allowed.
+
+    >>> unwrap_optional(int | None), unwrap_optional(str)
+    ((<class 'int'>, True), (<class 'str'>, False))
+    """
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(annotation))
+    return annotation, False
 
 
 def build(group: type, values: dict[str, Any]) -> Any:

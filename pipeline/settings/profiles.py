@@ -12,10 +12,11 @@ A profile names the settings group (its class name) and the fields it changes.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pipeline.errors import UserInputError
-from pipeline.settings.fields import specs
+from pipeline.settings.fields import build, specs
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
@@ -42,3 +43,15 @@ def profile_defaults(group: type, profile: str = "default") -> dict[str, Any]:
     if unknown:
         raise ValueError(f"profile {profile!r} sets unknown {group.__name__} field(s) {', '.join(unknown)}")
     return {**values, **overrides}
+
+
+def settings_of(
+    group: type, public_values: Mapping[str, Any], side: Literal["cli", "asset"], profile: str = "default", **given: Any
+) -> Any:
+    """Build ``group`` from values keyed by public name (parsed flags, or an asset's config), taking the
+    settings exposed on that ``side``; the others keep ``profile``'s default, and ``given`` wins over all."""
+    values = profile_defaults(group, profile)
+    exposed = [s for s in specs(group) if (s.cli if side == "cli" else s.asset) and s.public in public_values]
+    values.update({s.name: public_values[s.public] for s in exposed})
+    values.update(given)
+    return build(group, values)
