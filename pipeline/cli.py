@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -15,13 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from pipeline import __version__
-from pipeline.errors import UserInputError
+from pipeline.errors import DistributedRunError, UserInputError
 from pipeline.layout import Workdir
 from pipeline.locking import set_lock_timeout
 from pipeline.logsafety import install as install_log_redaction
 from pipeline.settings import MODEL_KINDS, PROFILES, dims_of
 from pipeline.settings.augment import AugmentConfig
 from pipeline.settings.cli import add_settings, from_args
+from pipeline.settings.distributed import DistributedSettings
 from pipeline.settings.evaluate import CVSettings, EvaluationSettings
 from pipeline.settings.explain import AttributionConfig, ExplainSettings
 from pipeline.settings.ingest import IngestSettings
@@ -130,7 +132,7 @@ def add_training_flags(parser: argparse.ArgumentParser, profile: str = "default"
         default=MODEL_KINDS[0],
         help="2D model, or 3D model inflated from 2D (default: %(default)s)",
     )
-    add_settings(parser, PreprocessSettings, TrainConfig, AugmentConfig, profile=profile)
+    add_settings(parser, PreprocessSettings, TrainConfig, AugmentConfig, DistributedSettings, profile=profile)
 
 
 def _add_train(commands: Commands, profile: str) -> None:
@@ -148,6 +150,14 @@ def _add_train(commands: Commands, profile: str) -> None:
         default=None,
         metavar="N",
         help="stop after N epochs of this invocation (continue later with --resume)",
+    )
+    tr.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        metavar="K",
+        help="train fold K's model of the work folder's cross-validation (folds made by `evaluate` or cv_folds) "
+        "and write its out-of-fold and test predictions; always resumes",
     )
 
 
@@ -250,9 +260,20 @@ def training_configs(args: argparse.Namespace) -> tuple[TrainConfig, PreprocessC
 
 def _train(args: argparse.Namespace) -> int:
     from pipeline.train import train
+    from pipeline.train.distributed import is_main_rank
+    from pipeline.train.launch import launch_workers, needs_launch
 
+    dist = from_args(DistributedSettings, args, args.profile)
     cfg, pre, aug = training_configs(args)
-    result = train(args.workdir.resolve(), cfg, pre, aug, resume=args.resume, stop_after=args.stop_after, progress=True)
+    if needs_launch(dist):
+        return launch_workers(args.argv, dist, cfg.batch_size)
+    if args.fold is not None:
+        return _train_fold(args, cfg, pre, aug, dist)
+    result = train(
+        args.workdir.resolve(), cfg, pre, aug, resume=args.resume, stop_after=args.stop_after, progress=True, dist=dist
+    )
+    if not is_main_rank():  # every process returns the result; the main one reports it
+        return 0
     validation = result.card["validation"]
     metric = SELECTION_METRICS.get(validation["selection_metric"], validation["selection_metric"])
     value = "n/a" if validation["best_value"] is None else f"{validation['best_value']:.4f}"
@@ -265,17 +286,44 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_fold(
+    args: argparse.Namespace, cfg: TrainConfig, pre: PreprocessConfig, aug: AugmentConfig, dist: DistributedSettings
+) -> int:
+    from pipeline.evaluate import train_fold
+    from pipeline.train.distributed import is_main_rank
+
+    if args.stop_after is not None:
+        raise UserInputError("--stop-after does not apply to --fold (a fold trains to the end, resuming)")
+    run = train_fold(args.workdir.resolve(), args.fold, cfg, pre, aug, dist=dist)
+    if not is_main_rank():
+        return 0
+    auroc = "n/a" if run.best_val_auroc is None else f"{run.best_val_auroc:.4f}"
+    sys.stdout.write(
+        f"model: {run.model_dir}\n"
+        f"fold {run.fold}: best validation AUROC {auroc}; predicted {run.n_oof} out-of-fold and {run.n_test} test scans"
+        f"{'' if run.predicted else ' (up to date)'}\n"
+    )
+    return 0
+
+
 #: How the model-selection metrics of a card read in a sentence.
 SELECTION_METRICS = {"val_auroc": "validation AUROC", "neg_val_loss": "negative validation loss (AUROC undefined)"}
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.evaluate import cross_validate
+    from pipeline.train.distributed import is_main_rank
+    from pipeline.train.launch import launch_workers, needs_launch
 
     cfg, pre, aug = training_configs(args)
+    dist = from_args(DistributedSettings, args, args.profile)
     cv = from_args(CVSettings, args, args.profile, dims=pre.dims)
     settings = from_args(EvaluationSettings, args, args.profile)
-    result = cross_validate(args.workdir.resolve(), cv, cfg, pre, aug, settings, progress=True)
+    if needs_launch(dist):
+        return launch_workers(args.argv, dist, cfg.batch_size)
+    result = cross_validate(args.workdir.resolve(), cv, cfg, pre, aug, settings, progress=True, dist=dist)
+    if not is_main_rank():
+        return 0
     m = result.metrics
     lines = [
         f"evaluation: {result.folder}",
@@ -498,8 +546,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile.add_argument("--profile", default="default")
     known, _ = profile.parse_known_args(argv)  # the profile decides the other flags' defaults
     args = _parser(known.profile if known.profile in PROFILES else "default").parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what distributed workers are started with
+    rank = os.environ.get("RANK", "0")  # torchrun's other ranks log warnings only, and say which rank they are
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.INFO if rank == "0" else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s"
+        if rank == "0"
+        else f"%(levelname)s [rank {rank}] %(name)s: %(message)s",
     )
     install_log_redaction()
     set_lock_timeout(args.lock_timeout)  # None: $SCANLENS_LOCK_TIMEOUT or the default
@@ -508,6 +561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as exc:
         sys.stderr.write(f"scanlens: error: {exc}\n")
         return 2
+    except DistributedRunError as exc:
+        sys.stderr.write(f"scanlens: error: {exc}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("scanlens: interrupted\n")
         return 130

@@ -25,6 +25,11 @@ class NotWeightsFileError(UserInputError):
     """A weights or checkpoint file is not a plain state dict (or tries to import code when unpickled)."""
 
 
+class DistributedRunError(ScanLensError):
+    """A distributed training failed outside this process: another rank died, hung past the collective
+    timeout, or rank 0 failed. The CLI exits 1 with the message (no PHI: it names ranks and error types)."""
+
+
 class QuarantineReason(StrEnum):
     """Why a source file did not become (part of) a catalogued scan. Values are snake_case codes."""
 

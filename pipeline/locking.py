@@ -153,7 +153,10 @@ def workdir_lock(workdir: Path, purpose: str, timeout: float | None = None) -> I
 
 
 def writes_workdir(purpose: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorator: hold :func:`workdir_lock` on the function's first argument (the work folder) for the call."""
+    """Decorator: hold :func:`workdir_lock` on the function's first argument (the work folder) for the call.
+
+    In a distributed training (torchrun sets ``RANK``) only rank 0 writes the work folder, so only it locks.
+    """
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @wraps(fn)
@@ -161,6 +164,8 @@ def writes_workdir(purpose: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             workdir = args[0] if args else kwargs["workdir"]
             if not isinstance(workdir, str | os.PathLike):
                 raise TypeError(f"{fn.__name__}: the work folder must be a path, not {type(workdir).__name__}")
+            if os.environ.get("RANK", "0") != "0":  # a distributed run's other ranks: rank 0 alone writes
+                return fn(*args, **kwargs)
             with workdir_lock(Path(workdir), purpose):
                 return fn(*args, **kwargs)
 

@@ -27,12 +27,14 @@ from pipeline.layout import ModelFiles, Workdir
 from pipeline.locking import writes_workdir
 from pipeline.preprocess import PreprocessConfig, preprocess_catalog
 from pipeline.settings.augment import AugmentConfig
+from pipeline.settings.distributed import DistributedSettings
 from pipeline.storage import (
     sha256_file,
     write_bytes_if_changed,
     write_parquet_if_changed,
 )
-from pipeline.train import TrainConfig, train
+from pipeline.train import TrainConfig, TrainResult, train
+from pipeline.train.distributed import join_world, on_main
 
 module_log = logging.getLogger(__name__)
 
@@ -64,9 +66,14 @@ def train_fold(
     folds: Folds | None = None,
     progress: bool = False,
     log: logging.Logger | Any = module_log,
+    dist: DistributedSettings = DistributedSettings(),
 ) -> FoldRun:
-    """Train (or resume) fold ``fold``'s model and write its out-of-fold and test predictions."""
-    folds = folds or load_folds(workdir)
+    """Train (or resume) fold ``fold``'s model and write its out-of-fold and test predictions.
+
+    Under torchrun every process calls this: they train together, rank 0 predicts, and all return its result.
+    """
+    world, _ = join_world(cfg.device, cfg.deterministic, dist.collective_timeout)
+    folds = folds or on_main(world, lambda: load_folds(workdir))
     if not 0 <= fold < folds.settings.n_folds:
         raise UserInputError(f"fold {fold} does not exist: the assignment has folds 0..{folds.settings.n_folds - 1}")
     if pre.dims != folds.settings.dims:
@@ -74,9 +81,25 @@ def train_fold(
     catalog = pd.read_parquet(Workdir(workdir).catalog)
     scans = catalog.merge(folds.frame[["scan_id", "fold"]], on="scan_id", how="inner")
     training = scans[(scans["fold"] != fold) & (scans["fold"] != TEST)].drop(columns="fold")
-    result = train(workdir, cfg, pre, aug, resume=True, scans=training, progress=progress, log=log)
+    result = train(workdir, cfg, pre, aug, resume=True, scans=training, progress=progress, log=log, dist=dist)
     if not result.completed:
         raise UserInputError(f"fold {fold}'s training stopped before it finished: run it again to resume")
+    return on_main(world, lambda: _predict_fold(workdir, fold, cfg, pre, aug, folds, scans, training, result, log))
+
+
+def _predict_fold(
+    workdir: Path,
+    fold: int,
+    cfg: TrainConfig,
+    pre: PreprocessConfig,
+    aug: AugmentConfig,
+    folds: Folds,
+    scans: pd.DataFrame,
+    training: pd.DataFrame,
+    result: TrainResult,
+    log: logging.Logger | Any,
+) -> FoldRun:
+    """Write fold ``fold``'s record and its out-of-fold and test predictions (unless up to date)."""
     model_id = result.card["model_id"]
     record = {
         "fold": fold,

@@ -36,9 +36,11 @@ from pipeline.evaluate.weighted import bootstrap_weights, roc_band
 from pipeline.layout import Workdir
 from pipeline.locking import writes_workdir
 from pipeline.preprocess import AugmentConfig, PreprocessConfig
+from pipeline.settings.distributed import DistributedSettings
 from pipeline.settings.evaluate import EvaluationSettings
 from pipeline.storage import write_bytes_if_changed, write_parquet_if_changed
 from pipeline.train import TrainConfig
+from pipeline.train.distributed import join_world, on_main
 
 log = logging.getLogger(__name__)
 PLOTS = ("roc", "pr", "calibration", "confusion_matrix", "forest")
@@ -302,11 +304,14 @@ def cross_validate(
     aug: AugmentConfig,
     settings: EvaluationSettings = EvaluationSettings(),
     progress: bool = False,
+    dist: DistributedSettings = DistributedSettings(),
 ) -> Evaluation:
-    """The whole evaluation: persist folds, train (or resume) every fold model, pool the statistics."""
-    folds = make_folds(workdir, cv)
+    """The whole evaluation: persist folds, train (or resume) every fold model, pool the statistics.
+    Under torchrun every process calls this; rank 0 writes, and every process returns its result."""
+    world, _ = join_world(cfg.device, cfg.deterministic, dist.collective_timeout)
+    folds = on_main(world, lambda: make_folds(workdir, cv))
     if any(p.severity == "error" for p in folds.problems):
         raise UserInputError("fold assignment failed its checks: " + "; ".join(str(p) for p in folds.problems))
     for k in range(cv.n_folds):
-        train_fold(workdir, k, cfg, pre, aug, folds=folds, progress=progress)
-    return evaluate_cv(workdir, settings)
+        train_fold(workdir, k, cfg, pre, aug, folds=folds, progress=progress, dist=dist)
+    return on_main(world, lambda: evaluate_cv(workdir, settings))

@@ -63,6 +63,7 @@ class CardFacts:
     device: str  # DeviceSettings.description
     completed: bool
     backbone_lr_factor: float  # the factor applied: cfg.backbone_lr_factor, or 1.0 from random initialisation
+    distributed: dict[str, Any]  # world_size, backend, devices, per_rank_batch, global_batch, sync_bn
 
 
 def model_card(facts: CardFacts) -> dict[str, Any]:
@@ -71,6 +72,9 @@ def model_card(facts: CardFacts) -> dict[str, Any]:
     ``validation`` names the model-selection metric: ``selection_metric`` is ``val_auroc`` or
     ``neg_val_loss`` (when the validation set holds one class), ``best_value`` its best value, and
     ``best_auroc`` the best epoch's validation AUROC, or None where AUROC is undefined.
+    ``distributed`` records the processes that trained it: ``world_size``, ``backend`` (``nccl``,
+    ``gloo``, or None for one process), ``devices`` (per rank), ``per_rank_batch`` and ``global_batch``
+    (images per optimiser micro-step, over all processes) and ``sync_bn``.
     """
     data, classifier, cfg, pre, progress = facts.data, facts.classifier, facts.cfg, facts.pre, facts.progress
     source, split = classifier.weights_source, data.split
@@ -103,6 +107,7 @@ def model_card(facts: CardFacts) -> dict[str, Any]:
         },
         "training_complete": facts.completed,
         "device": facts.device,
+        "distributed": facts.distributed,
         "seed": cfg.seed,
         "library_versions": library_versions(),
         "git_sha": git_sha(),

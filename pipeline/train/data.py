@@ -18,16 +18,28 @@ from pipeline.preprocess.augment import augment, stream_seed
 
 
 class CachedScans(Dataset):
-    """Preprocessed arrays with integer class targets; augmentation seeded per (seed, epoch, worker)."""
+    """Preprocessed arrays with integer class targets; augmentation seeded per (seed, epoch, stream).
+
+    Each process of a distributed run and each of its data-loader workers draws its own stream:
+    stream ``rank * (num_workers + 1) + worker`` (worker 0 is the process itself), so rank 0 of a
+    distributed run draws what a single process draws, and no two streams repeat each other.
+    """
 
     def __init__(
-        self, workdir: Path, index: pd.DataFrame, classes: list[int], transform: Compose | None = None, seed: int = 0
+        self,
+        workdir: Path,
+        index: pd.DataFrame,
+        classes: list[int],
+        transform: Compose | None = None,
+        seed: int = 0,
+        first_stream: int = 0,
     ) -> None:
         self.paths = [workdir / p for p in index["cache_path"]]
         lookup = {c: i for i, c in enumerate(classes)}
         self.targets = torch.tensor([lookup[int(v)] for v in index["label"]], dtype=torch.long)
         self.transform = transform
         self.seed = seed
+        self.first_stream = first_stream
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -36,7 +48,7 @@ class CachedScans(Dataset):
 
     def reseed(self, worker: int) -> None:
         if self.transform is not None:
-            self.transform.set_random_state(seed=stream_seed(self.seed, self.epoch, worker))
+            self.transform.set_random_state(seed=stream_seed(self.seed, self.epoch, self.first_stream + worker))
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -1,22 +1,34 @@
 """One epoch of training and one pass of validation, and the optimiser that drives them: AdamW with
 discriminative learning rates, linear warm-up then cosine decay per optimiser step, class-weighted
-cross-entropy, gradient accumulation, and AMP (with a GradScaler for fp16) on CUDA."""
+cross-entropy, gradient accumulation, and AMP (with a GradScaler for fp16) on CUDA.
+
+In a distributed run (:class:`~pipeline.train.distributed.World`) each process trains on its shard
+of every global batch. The loss is normalised by the class weights of the *global* batch, so DDP's
+gradient average is exactly the gradient one process would compute on the whole batch. Validation
+runs on each process's shard; the predictions are gathered and the metrics computed on rank 0.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline.settings.train import TrainConfig
 from pipeline.train.device import DeviceSettings
+from pipeline.train.distributed import World, all_reduce_sum, gather_objects
+
+SINGLE = World()
 
 HEAD_PREFIX = "fc."
 
@@ -52,6 +64,17 @@ class Optimisation:
     @property
     def head_lr(self) -> float:
         return float(self.optimizer.param_groups[1]["lr"])
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor, world: World = SINGLE) -> torch.Tensor:
+        """Class-weighted cross-entropy of this process's share of the global batch, normalised by the
+        global batch's summed class weights (times the world size, which DDP's average divides out).
+        In one process: the weighted mean of :class:`torch.nn.CrossEntropyLoss`."""
+        weight = getattr(self.loss_fn, "weight", None)
+        per_image = F.cross_entropy(logits, labels, weight=weight, reduction="none")
+        norm = weight[labels].sum() if weight is not None else per_image.new_tensor(float(len(labels)))
+        if world.distributed:
+            norm = all_reduce_sum(world, norm) / world.world_size
+        return per_image.sum() / norm
 
 
 def build_optimisation(
@@ -107,21 +130,26 @@ def train_epoch(
     grad_accumulation: int,
     description: str,
     progress: bool,
+    world: World = SINGLE,
 ) -> EpochStats:
     """One pass over ``loader`` with an optimiser step every ``grad_accumulation`` batches (and after the last).
-    ``progress`` shows a tqdm bar on an interactive terminal."""
+    ``progress`` shows a tqdm bar on an interactive terminal (rank 0 only). ``network`` may be wrapped in
+    DDP; gradients are then synchronised once per optimiser step. The figures returned are global."""
     network.train()
     started, seen, steps, total_loss = time.perf_counter(), 0, 0, 0.0
     batches = tqdm(
-        loader, desc=description, unit="batch", leave=False, disable=None if progress else True
+        loader, desc=description, unit="batch", leave=False, disable=None if progress and world.is_main else True
     )  # None: only on an interactive terminal
     for index, (images, labels) in enumerate(batches):
         images = images.to(dev.device, non_blocking=dev.non_blocking, memory_format=dev.memory_format(dims))
         labels = labels.to(dev.device, non_blocking=dev.non_blocking)
-        with dev.autocast():
-            loss = opt.loss_fn(network(images).float(), labels)
-        opt.scaler.scale(loss / grad_accumulation).backward()
-        if (index + 1) % grad_accumulation == 0 or index + 1 == len(loader):
+        stepping = (index + 1) % grad_accumulation == 0 or index + 1 == len(loader)
+        no_sync = network.no_sync() if isinstance(network, DistributedDataParallel) and not stepping else nullcontext()
+        with no_sync:
+            with dev.autocast():
+                loss = opt.training_loss(network(images).float(), labels, world)
+            opt.scaler.scale(loss / grad_accumulation).backward()
+        if stepping:
             opt.scaler.step(opt.optimizer)
             opt.scaler.update()
             opt.optimizer.zero_grad(set_to_none=True)
@@ -129,14 +157,22 @@ def train_epoch(
             steps += 1
         total_loss += float(loss.detach()) * len(labels)
         seen += len(labels)
-    return EpochStats(total_loss / seen, seen, steps, time.perf_counter() - started)
+    totals = all_reduce_sum(world, torch.tensor([total_loss, float(seen)], dtype=torch.float64, device=dev.device))
+    global_seen = int(totals[1])
+    return EpochStats(float(totals[0]) / global_seen, global_seen, steps, time.perf_counter() - started)
 
 
 def validate(
-    network: nn.Module, loader: DataLoader, loss_fn: nn.Module, dev: DeviceSettings, dims: int
+    network: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    dev: DeviceSettings,
+    dims: int,
+    world: World = SINGLE,
 ) -> tuple[float, float]:
     """Mean loss per image and AUROC (one-vs-rest macro for more than two classes; NaN when the
-    labels hold a single class) over ``loader``."""
+    labels hold a single class) over ``loader`` (this process's shard). In a distributed run every
+    shard's predictions are gathered and the figures computed on rank 0 (NaN on the other ranks)."""
     network.eval()
     losses, probs, targets = [], [], []
     with torch.no_grad():
@@ -148,11 +184,17 @@ def validate(
             losses.append(float(loss_fn(logits.float(), labels)) * len(labels))
             probs.append(torch.softmax(logits.float(), dim=1).cpu())
             targets.append(labels.cpu())
-    p, y = torch.cat(probs).numpy(), torch.cat(targets).numpy()
+    shard = (sum(losses), torch.cat(probs).numpy() if probs else None, torch.cat(targets).numpy() if targets else None)
+    shards = gather_objects(world, shard)
+    if not world.is_main:
+        return float("nan"), float("nan")
+    p = np.concatenate([s[1] for s in shards if s[1] is not None])
+    y = np.concatenate([s[2] for s in shards if s[2] is not None])
+    total_loss = sum(s[0] for s in shards)
     if len(np.unique(y)) < 2:
         auroc = float("nan")
     elif p.shape[1] == 2:
         auroc = float(roc_auc_score(y, p[:, 1]))
     else:
         auroc = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=list(range(p.shape[1]))))
-    return sum(losses) / len(y), auroc
+    return total_loss / len(y), auroc

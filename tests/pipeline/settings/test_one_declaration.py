@@ -20,6 +20,7 @@ from assets.training import ModelInputConfig, TrainedModelConfig
 from pipeline.cli import _parser
 from pipeline.settings import PROFILES, profile_defaults, specs
 from pipeline.settings.augment import AugmentConfig
+from pipeline.settings.distributed import DistributedSettings
 from pipeline.settings.cli import from_args
 from pipeline.settings.evaluate import CVSettings, EvaluationSettings
 from pipeline.settings.explain import AttributionConfig, ExplainSettings
@@ -34,6 +35,7 @@ WHERE: dict[type, tuple[tuple[str, ...], tuple[type, ...]]] = {
     PreprocessSettings: (("train", "evaluate"), (ModelInputConfig, TrainedModelConfig)),
     TrainConfig: (("train", "evaluate"), (TrainedModelConfig,)),
     AugmentConfig: (("train", "evaluate"), (TrainedModelConfig,)),
+    DistributedSettings: (("train", "evaluate"), (TrainedModelConfig,)),
     CVSettings: (("evaluate",), (CVFoldsConfig,)),
     EvaluationSettings: (("evaluate",), (CVEvaluationConfig,)),
     ExplainSettings: (("explain",), (SaliencyConfig,)),
