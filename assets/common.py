@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import dagster as dg
 
+from assets.reporting import markdown_image as markdown_image  # also used where dagster is not imported
 from pipeline.errors import UserInputError
 
 OWNER = "team:scanlens"
@@ -24,8 +23,3 @@ def user_errors_are_final() -> Iterator[None]:
         yield
     except UserInputError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-
-
-def markdown_image(path: Path, alt: str | None = None) -> str:
-    """A PNG inlined as Markdown (``![alt](data:image/png;base64,...)``) for Dagster metadata."""
-    return f"![{alt or path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"

@@ -8,9 +8,11 @@ from typing import Any
 import dagster as dg
 
 from assets.config import run_config
+from assets.deployment import default_executor, job_executor
 from assets.evaluation import FOLDS, cv_evaluation, cv_folds, fold_models
 from assets.ingest import demo_studies, scan_catalog
 from assets.interpretability import interpretability_report, saliency_maps
+from assets.launcher import TrainingLauncher
 from assets.operations import RETRAIN_CRON, champion_model, model_version
 from assets.resources import PseudonymSecret, ScanLensProject
 from assets.scoring import ScoringInbox, inbox_sensor, scan_scores, score_new_scans
@@ -66,7 +68,9 @@ scanlens_demo = dg.define_asset_job(
     selection=dg.AssetSelection.assets(demo_studies, scan_catalog, preprocessed_scans, trained_model),
     description="Ingest the bundled demo data and train one model kind (run once per partition: 2d, 3d), with "
     "the demo profile's settings.",
-    executor_def=dg.in_process_executor,  # one process: the steps are sequential anyway, and start-up is paid once
+    # one process by default: the steps are sequential anyway, and start-up is paid once; one pod per step
+    # under $SCANLENS_EXECUTOR=k8s (assets/deployment.py)
+    executor_def=job_executor(),
     config=profile_run_config("demo", DEMO_JOB_ASSETS),
 )
 
@@ -88,7 +92,7 @@ train_and_evaluate = dg.define_asset_job(
     f"the partition range {FOLDS.get_partition_keys()[0]}...{FOLDS.get_partition_keys()[-1]} to train every fold in one run. "
     "Launched by hand it starts from the demo profile's settings (edit them in the launchpad); the weekly "
     "schedule uses the default profile.",
-    executor_def=dg.in_process_executor,
+    executor_def=job_executor(),
     config=profile_run_config("demo", EVALUATION_JOB_ASSETS),
 )
 
@@ -118,7 +122,13 @@ defs = dg.Definitions(
     jobs=[scanlens_demo, train_and_evaluate, score_new_scans],
     schedules=[weekly_retraining],
     sensors=[inbox_sensor],
-    resources={"project": ScanLensProject(), "secret": PseudonymSecret(), "inbox": ScoringInbox()},
+    resources={
+        "project": ScanLensProject(),
+        "secret": PseudonymSecret(),
+        "inbox": ScoringInbox(),
+        "launcher": TrainingLauncher(),  # where trained_model and fold_models train (assets/launcher.py)
+    },
+    executor=default_executor(),
 )
 
 #: The assets of each job that carries a profile as its run config.

@@ -17,13 +17,15 @@ from pydantic import Field
 
 from assets.common import IO_RETRY, OWNER, markdown_image, user_errors_are_final
 from assets.config import config_class, settings_from
+from assets.deployment import EVALUATE, cpu_step_tags, gpu_step_tags
 from assets.ingest import scan_catalog
+from assets.launcher import TrainingLauncher
 from assets.resources import ScanLensProject
-from assets.training import TrainedModelConfig, training_settings
-from pipeline.evaluate import CVSettings, EvaluationSettings, evaluate_cv, load_folds, make_folds, train_fold
+from assets.training import TrainedModelConfig, training_request
+from pipeline.evaluate import CVSettings, EvaluationSettings, evaluate_cv, load_folds, make_folds
 from pipeline.evaluate.splits import check_folds
 from pipeline.layout import Workdir
-from pipeline.settings import MODEL_KINDS, dims_of
+from pipeline.settings import MODEL_KINDS, dims_of, kind_of
 
 N_FOLDS = int(os.environ.get("SCANLENS_CV_FOLDS", "5"))
 FOLDS = dg.StaticPartitionsDefinition([f"fold_{k}" for k in range(N_FOLDS)])
@@ -88,6 +90,7 @@ def _fold_checks(frame: pd.DataFrame) -> list[dg.AssetCheckResult]:
     kinds={"scikitlearn", "parquet"},
     deps=[scan_catalog],
     retry_policy=IO_RETRY,
+    op_tags=cpu_step_tags(EVALUATE),
     check_specs=[
         dg.AssetCheckSpec(
             "no_patient_in_two_partitions",
@@ -140,44 +143,23 @@ def cv_folds(config: CVFoldsConfig, project: ScanLensProject) -> dg.MaterializeR
     backfill_policy=dg.BackfillPolicy.multi_run(1),
     pool="gpu",
     tags={"resource": "gpu"},
+    op_tags=gpu_step_tags(),
 )
 def fold_models(
-    context: dg.AssetExecutionContext, config: TrainedModelConfig, project: ScanLensProject
+    context: dg.AssetExecutionContext, config: TrainedModelConfig, project: ScanLensProject, launcher: TrainingLauncher
 ) -> dg.MaterializeResult:
     """One ResNet-50 per fold, trained by the step-2 trainer on the other folds (resumable), with its
-    out-of-fold and held-out test predictions. The model kind (2D/3D) is the one ``cv_folds`` chose."""
-    runs = []
+    out-of-fold and held-out test predictions. The model kind (2D/3D) is the one ``cv_folds`` chose.
+    Each fold trains where the ``launcher`` resource says (by default one child process per fold, one
+    after the other)."""
     with user_errors_are_final():
-        folds = load_folds(project.workdir_path)
-        pre, cfg, aug = training_settings(config)
-        for key in context.partition_keys:
-            runs.append(
-                train_fold(
-                    project.workdir_path,
-                    fold_of(key),
-                    cfg,
-                    pre.for_dims(folds.settings.dims),
-                    aug,
-                    folds=folds,
-                    log=context.log,
-                )
-            )
+        kind = kind_of(load_folds(project.workdir_path).settings.dims)
+        request = training_request(config, project, kind)
+        rows = [launcher.train_fold(context, request, fold_of(key)) for key in context.partition_keys]
     return dg.MaterializeResult(
         metadata={
-            "folds": dg.MetadataValue.json(
-                [
-                    {
-                        "fold": r.fold,
-                        "model_id": r.model_id,
-                        "best_val_auroc": r.best_val_auroc,
-                        "oof_scans": r.n_oof,
-                        "test_scans": r.n_test,
-                        "predicted": r.predicted,
-                    }
-                    for r in runs
-                ]
-            ),
-            "model_ids": ", ".join(r.model_id for r in runs),
+            "folds": dg.MetadataValue.json(rows),
+            "model_ids": ", ".join(row["model_id"] for row in rows),
         }
     )
 
@@ -196,6 +178,7 @@ def _ci(block: dict[str, Any], name: str) -> str:
     kinds={"scikitlearn", "matplotlib"},
     deps=[fold_models],
     retry_policy=IO_RETRY,
+    op_tags=cpu_step_tags(EVALUATE),
 )
 def cv_evaluation(config: CVEvaluationConfig, project: ScanLensProject) -> dg.MaterializeResult:
     """Pooled out-of-fold and held-out test statistics with patient-level bootstrap CIs, DeLong

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from assets.common import IO_RETRY, OWNER, user_errors_are_final
 from assets.config import config_class, settings_from
+from assets.deployment import INGEST, cpu_step_tags
 from assets.resources import PseudonymSecret, ScanLensProject
 from pipeline.demo import DemoArchive, prepare_demo_source
 from pipeline.ingest import IngestConfig, IngestSettings, ingest
@@ -23,7 +24,13 @@ class DemoStudiesConfig(dg.Config):
     seed: int = Field(default=0, description="seed for the subset and the synthetic headers")
 
 
-@dg.asset(group_name="ingest", owners=[OWNER], kinds={"python", "dicom"}, retry_policy=IO_RETRY)
+@dg.asset(
+    group_name="ingest",
+    owners=[OWNER],
+    kinds={"python", "dicom"},
+    retry_policy=IO_RETRY,
+    op_tags=cpu_step_tags(INGEST),
+)
 def demo_studies(config: DemoStudiesConfig, project: ScanLensProject) -> dg.MaterializeResult:
     """Synthetic DICOM studies made from the bundled MedMNIST archives (BreastMNIST 2D US, AdrenalMNIST3D CT).
 
@@ -108,6 +115,7 @@ def labels_check(catalog: pd.DataFrame, unmatched_lines: list[int]) -> dg.AssetC
     kinds={"python", "parquet", "nifti"},
     deps=[demo_studies],
     retry_policy=IO_RETRY,
+    op_tags=cpu_step_tags(INGEST),
     check_specs=[
         dg.AssetCheckSpec(
             "labelled_scans_present",

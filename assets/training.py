@@ -6,17 +6,19 @@ BreastMNIST ultrasound images and a 3D model on the AdrenalMNIST3D volumes.
 
 # No `from __future__ import annotations` here: Dagster reads Config/resource types from the annotations.
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import dagster as dg
 
-from assets.common import IO_RETRY, OWNER, markdown_image, user_errors_are_final
+from assets.common import IO_RETRY, OWNER, user_errors_are_final
 from assets.config import config_class, settings_from
+from assets.deployment import PREPROCESS, cpu_step_tags, gpu_step_tags
+from assets.launcher import TrainingLauncher, TrainingRequest
 from assets.resources import ScanLensProject
-from pipeline.layout import ModelFiles
 from pipeline.preprocess import AugmentConfig, PreprocessSettings, preprocess_catalog
 from pipeline.settings import MODEL_KINDS, dims_of
-from pipeline.train import TrainConfig, TrainResult, train
+from pipeline.settings.distributed import DistributedSettings
+from pipeline.train import TrainConfig
 
 MODEL_KIND_PARTITIONS = dg.StaticPartitionsDefinition(list(MODEL_KINDS))
 
@@ -32,7 +34,8 @@ else:
         PreprocessSettings,
         TrainConfig,
         AugmentConfig,
-        doc="Model inputs, optimisation and augmentation of one training.",
+        DistributedSettings,
+        doc="Model inputs, optimisation, augmentation and training processes of one training.",
     )
 
 
@@ -45,6 +48,13 @@ def training_settings(config: dg.Config) -> tuple[PreprocessSettings, TrainConfi
     )
 
 
+def training_request(config: dg.Config, project: ScanLensProject, kind: str) -> TrainingRequest:
+    """What a :data:`TrainedModelConfig` asks to train, in the project's work folder, for model kind ``kind``."""
+    pre, cfg, aug = training_settings(config)
+    dist = settings_from(config, DistributedSettings)
+    return TrainingRequest(project.workdir_path, kind, pre, cfg, aug, dist, project.lock_timeout_s)
+
+
 @dg.asset(
     group_name="preprocess",
     owners=[OWNER],
@@ -52,6 +62,7 @@ def training_settings(config: dg.Config) -> tuple[PreprocessSettings, TrainConfi
     deps=["scan_catalog"],
     partitions_def=MODEL_KIND_PARTITIONS,
     retry_policy=IO_RETRY,
+    op_tags=cpu_step_tags(PREPROCESS),
 )
 def preprocessed_scans(
     context: dg.AssetExecutionContext, config: ModelInputConfig, project: ScanLensProject
@@ -73,30 +84,6 @@ def preprocessed_scans(
     )
 
 
-def training_metadata(result: TrainResult) -> dict[str, Any]:
-    """What the UI shows of one training: the selection metric, the learning curves, the model card."""
-    card = result.card
-    validation = card["validation"]
-    table = "| epoch | train loss | val loss | val AUROC |\n| --- | --- | --- | --- |\n" + "\n".join(
-        f"| {h['epoch']} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | {h['val_auroc']:.4f} |" for h in result.history
-    )
-    curves = ModelFiles(result.model_dir).curves
-    image = "\n\n" + markdown_image(curves, "learning curves") if curves.exists() else ""
-    return {
-        "model_id": card["model_id"],
-        "selection_metric": validation["selection_metric"],
-        "best_value": validation["best_value"],
-        "best_val_auroc": validation["best_auroc"],
-        "epochs_run": validation["epochs_run"],
-        "weights_source": card["weights_source"]["description"],
-        "device": card["device"],
-        "learning_curves": dg.MetadataValue.md(table + image),
-        "history": dg.MetadataValue.json(result.history),
-        "model_card": dg.MetadataValue.json(card),
-        "model_dir": dg.MetadataValue.path(str(result.model_dir)),
-    }
-
-
 @dg.asset(
     group_name="training",
     owners=[OWNER],
@@ -105,15 +92,14 @@ def training_metadata(result: TrainResult) -> dict[str, Any]:
     partitions_def=MODEL_KIND_PARTITIONS,
     pool="gpu",
     tags={"resource": "gpu"},
+    op_tags=gpu_step_tags(),
 )
 def trained_model(
-    context: dg.AssetExecutionContext, config: TrainedModelConfig, project: ScanLensProject
+    context: dg.AssetExecutionContext, config: TrainedModelConfig, project: ScanLensProject, launcher: TrainingLauncher
 ) -> dg.MaterializeResult:
     """A ResNet-50 fine-tuned on the labelled scans (2D, or 3D inflated from 2D, I3D-style), with
-    its model card. Runs in the ``gpu`` pool, so two GPU trainings never share a card."""
+    its model card. Runs in the ``gpu`` pool, so two GPU trainings never share a card; trains where the
+    ``launcher`` resource says (a child process by default, reporting each epoch through Dagster Pipes),
+    resuming from the model's checkpoint."""
     with user_errors_are_final():
-        pre, cfg, aug = training_settings(config)
-        result = train(
-            project.workdir_path, cfg, pre.for_dims(dims_of(context.partition_key)), aug, resume=True, log=context.log
-        )
-    return dg.MaterializeResult(metadata=training_metadata(result))
+        return launcher.train_model(context, training_request(config, project, context.partition_key))

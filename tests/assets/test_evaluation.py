@@ -11,18 +11,21 @@ import pandas as pd
 
 from assets.definitions import defs
 from assets.evaluation import FOLDS, CVEvaluationConfig, CVFoldsConfig, _fold_checks, cv_evaluation, cv_folds, fold_models
+from assets.launcher import TrainingLauncher
 from assets.resources import ScanLensProject
 from assets.training import TrainedModelConfig
 
 RANGE = {"dagster/asset_partition_range_start": FOLDS.get_partition_keys()[0],
          "dagster/asset_partition_range_end": FOLDS.get_partition_keys()[-1]}
 
+IN_PROCESS = TrainingLauncher(mode="in_process")  # the child-process default is tested in test_launcher.py
+
 
 def _materialise(workdir: Path) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [cv_folds, fold_models, cv_evaluation],
         tags=RANGE,
-        resources={"project": ScanLensProject(workdir=str(workdir))},
+        resources={"project": ScanLensProject(workdir=str(workdir)), "launcher": IN_PROCESS},
         run_config=dg.RunConfig(ops={
             "cv_folds": CVFoldsConfig(),
             "fold_models": TrainedModelConfig(epochs=1, batch_size=4, weights="", augment=False),

@@ -8,8 +8,11 @@ from pathlib import Path
 import dagster as dg
 
 from assets.definitions import defs
+from assets.launcher import TrainingLauncher
 from assets.resources import ScanLensProject
 from assets.training import ModelInputConfig, TrainedModelConfig, preprocessed_scans, trained_model
+
+IN_PROCESS = TrainingLauncher(mode="in_process")  # the child-process default is tested in test_launcher.py
 
 
 def _run(workdir: Path, kind: str, **train_overrides: object) -> dg.ExecuteInProcessResult:
@@ -17,7 +20,7 @@ def _run(workdir: Path, kind: str, **train_overrides: object) -> dg.ExecuteInPro
     return dg.materialize(
         [preprocessed_scans, trained_model],
         partition_key=kind,
-        resources={"project": ScanLensProject(workdir=str(workdir))},
+        resources={"project": ScanLensProject(workdir=str(workdir)), "launcher": IN_PROCESS},
         run_config=dg.RunConfig(ops={"preprocessed_scans": ModelInputConfig(), "trained_model": config}),
     )
 
