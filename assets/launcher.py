@@ -12,7 +12,7 @@ Its ``mode``:
 * ``in_process``: the step calls the library itself (one process only: ``nproc_per_node`` must be 1).
 
 A child that fails fails the step with its last error line (the command line's one-line error
-``scanlens: ...``, which the child writes to an error file; in a pod, to its termination message); a
+``scanlens: ...``, which the child appends to an error file; in a pod, to its termination message); a
 child killed before it could say anything fails it with the signal and the last line it wrote. A user
 error (exit code 2) is final; anything else may be retried (a retry policy, or a re-execution), and
 the retry continues from the model's ``checkpoint.pt``: the child always runs with ``--resume``, and a
@@ -134,11 +134,14 @@ def exit_status(exit_code: int) -> str:
 
 
 def last_line(path: Path) -> str | None:
-    """The last non-empty line of ``path``, None when it is missing or empty."""
+    """The last complete non-empty line of ``path`` (the child appends; a line it was killed while
+    writing is left out), None when there is none."""
     try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        text = path.read_text(errors="replace")
     except FileNotFoundError:
         return None
+    complete = text if text.endswith("\n") else text.rpartition("\n")[0]
+    lines = [line.strip() for line in complete.splitlines() if line.strip()]
     return lines[-1] if lines else None
 
 

@@ -14,7 +14,7 @@ also talks to Dagster through the small ``dagster-pipes`` package (this module n
   :func:`assets.reporting.training_metadata` (learning curves, model card), and a fold (``--fold K``)
   reports ``{"fold": row}`` (:func:`assets.reporting.fold_row_from_files`);
 * each line written to stderr (the log, then the command line's one-line error ``scanlens: ...`` when
-  it fails) replaces the content of ``--error-file`` (``/dev/termination-log`` in a pod), so that the
+  it fails) is appended to ``--error-file`` (``/dev/termination-log`` in a pod), so that the
   step can show the last one when this process exits non-zero, or is killed; the error line is also
   logged as an error. The exit code is the command line's.
 """
@@ -92,7 +92,10 @@ def _reporting(pipes: PipesContext, error_file: Path | None, finished: list[Trai
         if line.startswith(ERROR_PREFIX):
             pipes.log.error("%s", line)
         if error_file is not None:  # the last line so far: what the step shows if this process dies now
-            error_file.write_text(line + "\n")  # in place: /dev/termination-log cannot be replaced
+            # Appended, never rewritten: a kill in the middle of a rewrite would leave the file empty. Kubernetes
+            # keeps the last 4 KiB of /dev/termination-log, so its message ends with the last line too.
+            with error_file.open("a") as sink:
+                sink.write(line + "\n")
 
     def on_epoch(record: dict[str, Any]) -> None:
         pipes.report_custom_message({"epoch": record})

@@ -19,6 +19,7 @@ import pytest
 from assets.evaluation import FOLDS, CVFoldsConfig, cv_folds, fold_models
 from assets.launcher import (
     CHILD_MODULE,
+    last_line,
     TERMINATION_LOG,
     TrainingLauncher,
     TrainingRequest,
@@ -287,3 +288,12 @@ def test_a_pod_failure_shows_the_termination_message() -> None:
     assert termination_message(text) == "scanlens: error: no labelled scans"
     assert termination_message('Container "c" failed with message: "None". Last 100 log lines: "x"') is None
     assert termination_message("Pod p was unexpectedly killed") is None
+
+
+def test_the_step_shows_the_last_complete_line(tmp_path: Path) -> None:
+    """The child appends each stderr line; a line it was killed in the middle of writing is left out."""
+    error_file = tmp_path / "child.err"
+    error_file.write_text("INFO pipeline.train.trainer: epoch 1/3: ...\nscanlens: error: bad input\nINFO pipel")
+    assert last_line(error_file) == "scanlens: error: bad input"
+    error_file.write_text("")
+    assert last_line(error_file) is None and last_line(tmp_path / "missing.err") is None

@@ -1,6 +1,9 @@
-"""``split_train_val``: the catalogue's splits when it has them, else a seeded patient-grouped split."""
+"""``split_train_val``: the catalogue's splits when it has them, else a seeded patient-grouped split;
+``CachedScans``: one augmentation stream per process and worker."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,3 +77,24 @@ def test_too_few_patients_is_a_user_error() -> None:
     index = _index(n_patients=3, splits=("train", "train", "test"))  # two patients left for five folds
     with pytest.raises(UserInputError, match="too few patients"):
         split_train_val(index, val_fraction=0.2, seed=0)
+
+
+def test_each_process_of_a_distributed_run_draws_its_own_reproducible_augmentation(tmp_path: Path) -> None:
+    """Stream ``rank * (workers + 1) + worker``: rank 0 draws what one process draws, rank 1 something else."""
+    from pipeline.preprocess import AugmentConfig, build_augmentation
+    from pipeline.train.data import CachedScans
+
+    image = np.random.default_rng(0).random((1, 16, 16), dtype=np.float32)
+    np.save(tmp_path / "a.npy", image)
+    index = pd.DataFrame({"cache_path": ["a.npy"], "label": [1]})
+    always = AugmentConfig(flip_prob=1.0, affine_prob=1.0, intensity_prob=1.0)
+
+    def draw(first_stream: int, epoch: int) -> np.ndarray:
+        scans = CachedScans(tmp_path, index, [0, 1], build_augmentation(always, 2), seed=3, first_stream=first_stream)
+        scans.set_epoch(epoch)
+        return scans[0][0].numpy()
+
+    rank0, rank1 = draw(0, epoch=2), draw(1, epoch=2)
+    assert np.array_equal(rank0, draw(0, epoch=2)) and np.array_equal(rank1, draw(1, epoch=2))  # reproducible
+    assert not np.allclose(rank0, rank1)  # distinct per rank
+    assert not np.allclose(rank0, draw(0, epoch=3))  # and per epoch
