@@ -44,14 +44,12 @@ from pipeline.settings.cli import to_argv
 from pipeline.settings.distributed import DistributedSettings
 from pipeline.settings.preprocess import PreprocessSettings
 from pipeline.settings.train import TrainConfig
+from pipeline.train.launch import threads_per_process, torchrun_options
 
 LaunchMode = Literal["in_process", "subprocess", "k8s"]
 CHILD_MODULE = "assets.pipes_child"
 #: Where a container's termination message goes (Kubernetes' default ``terminationMessagePath``).
 TERMINATION_LOG = "/dev/termination-log"
-#: torchrun's options besides the process count: one machine, no restarts (the step's retry resumes
-#: from the checkpoint instead), a dead worker noticed within half a second.
-TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--max-restarts=0", "--monitor-interval=0.5"]
 USER_ERROR_EXIT = 2
 #: How the command line's one-line error starts.
 ERROR_PREFIX = "scanlens: "
@@ -85,7 +83,7 @@ class TrainingRequest:
 def child_command(python: str, request: TrainingRequest, child_argv: list[str]) -> list[str]:
     """``python -m assets.pipes_child <child_argv>``, under torchrun when the request asks for several processes."""
     n = request.dist.nproc_per_node
-    launcher = [*TORCHRUN, f"--nproc-per-node={n}"] if n > 1 else []
+    launcher = ["-m", "torch.distributed.run", *torchrun_options(n)] if n > 1 else []
     return [python, *launcher, "-m", CHILD_MODULE, *child_argv]
 
 
@@ -94,7 +92,7 @@ def _thread_env(request: TrainingRequest) -> dict[str, str]:
     n = request.dist.nproc_per_node
     if n == 1 or "OMP_NUM_THREADS" in os.environ:
         return {}
-    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
+    return {"OMP_NUM_THREADS": str(threads_per_process(n))}
 
 
 def dagster_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:

@@ -50,17 +50,20 @@ def check_global_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
-def torchrun_args(argv: list[str], settings: DistributedSettings) -> list[str]:
-    """torchrun's command line for ``argv`` (a ``scanlens`` command line) on this machine."""
+def torchrun_options(nproc_per_node: int) -> list[str]:
+    """torchrun's options for ``nproc_per_node`` processes on this machine: no restarts (a rerun with
+    ``--resume`` continues instead), a dead worker noticed within :data:`MONITOR_INTERVAL_S`."""
     return [
         "--standalone",
-        f"--nproc-per-node={settings.nproc_per_node}",
+        f"--nproc-per-node={nproc_per_node}",
         "--max-restarts=0",
         f"--monitor-interval={MONITOR_INTERVAL_S}",
-        "--module",
-        "pipeline",
-        *argv,
     ]
+
+
+def threads_per_process(nproc_per_node: int) -> int:
+    """This machine's cores shared out over the processes (torchrun's own default is one thread each)."""
+    return max(1, (os.cpu_count() or 1) // nproc_per_node)
 
 
 def launch_workers(argv: list[str], settings: DistributedSettings, batch_size: int) -> int:
@@ -70,13 +73,13 @@ def launch_workers(argv: list[str], settings: DistributedSettings, batch_size: i
 
     check_global_batch(batch_size, settings.nproc_per_node)
     if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of torchrun's blanket 1 thread (and its banner)
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // settings.nproc_per_node))
+        os.environ["OMP_NUM_THREADS"] = str(threads_per_process(settings.nproc_per_node))
     for name in list(logging.root.manager.loggerDict):  # torchrun's banners and error dumps: summarised below
         if name.startswith(("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     log.info("starting %d training processes with torchrun", settings.nproc_per_node)
     try:
-        run(parse_args(torchrun_args(argv, settings)))
+        run(parse_args([*torchrun_options(settings.nproc_per_node), "--module", "pipeline", *argv]))
     except ChildFailedError as failure:
         rank, first = failure.get_first_failure()
         if rank == 0 and first.exitcode == 2:
