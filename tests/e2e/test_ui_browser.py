@@ -37,15 +37,21 @@ ARTIFACTS = Path(os.environ.get("SCANLENS_TEST_ARTIFACTS") or REPO / "test-artif
 ISSUE_GROUPS = {"ingest", "preprocess", "training", "evaluation", "interpretability", "scoring"}
 LOCATION = "scanlens"  # workspace.yaml's location_name
 FOLDS = 2
-#: train_and_evaluate in a couple of minutes on 2 CPU cores: 8 BreastMNIST images per split, one
-#: epoch from random weights at 32 px, 200 bootstrap resamples, cheap saliency settings.
-TINY_RUN_CONFIG = {"ops": {
-    "demo_studies": {"config": {"breast_limit": 8, "adrenal_limit": 2}},
-    "fold_models": {"config": {"epochs": 1, "batch_size": 4, "weights": "", "augment": False, "input_size": 32}},
-    "cv_evaluation": {"config": {"resamples": 200}},
-    "saliency_maps": {"config": {"ig_steps": 8, "sanity_cases": 1, "occlusion_window": 8, "occlusion_stride": 8}},
-    "model_version": {"config": {"n_resamples": 200}},
-}}
+#: train_and_evaluate in about a minute on 2 CPU cores: 8 BreastMNIST images per split, one epoch from
+#: random weights at 32 px, 200 bootstrap resamples, cheap saliency settings (one case per kind, two
+#: methods: the gate needs every method that ran to pass), and the folds trained in the run's own process
+#: (the launcher's child processes, the default, are tested in tests/assets/test_launcher.py).
+TINY_RUN_CONFIG = {
+    "ops": {
+        "demo_studies": {"config": {"breast_limit": 8, "adrenal_limit": 2}},
+        "fold_models": {"config": {"epochs": 1, "batch_size": 4, "weights": "", "augment": False, "input_size": 32}},
+        "cv_evaluation": {"config": {"resamples": 200}},
+        "saliency_maps": {"config": {"ig_steps": 8, "sanity_cases": 1, "per_kind": 1, "occlusion_window": 8,
+                                     "occlusion_stride": 8, "methods": ["integrated_gradients", "gradcam"]}},
+        "model_version": {"config": {"n_resamples": 200}},
+    },
+    "resources": {"launcher": {"config": {"mode": "in_process"}}},
+}
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 

@@ -1,7 +1,7 @@
 """Pooling fold predictions into metrics.json: the operating point, multi-class, subgroups, staleness.
 
 Predictions are synthetic here (the trainer has its own tests); ``test_cross_validate_end_to_end``
-runs the real thing on the tiny work folder.
+checks the real thing on the tiny work folder (the session's ``reported_workdir``, which ran it).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pipeline.errors import UserInputError
 from pipeline.evaluate import CVSettings, EvaluationSettings, cross_validate, evaluate_cv, make_folds
 from pipeline.evaluate.splits import TEST
 from pipeline.layout import Workdir
-from pipeline.preprocess import AugmentConfig, PreprocessConfig
-from pipeline.train import TrainConfig
+from tests.conftest import tiny_cv_arguments
 
 FAST = EvaluationSettings(n_resamples=300)
 
@@ -142,12 +141,12 @@ def test_stale_or_missing_fold_models_are_reported(tmp_path: Path) -> None:
         evaluate_cv(workdir2, FAST)
 
 
-def test_cross_validate_end_to_end(tiny_workdir: Path, tmp_path: Path) -> None:
-    workdir = tmp_path / "w"
-    shutil.copytree(tiny_workdir, workdir)
-    pre = PreprocessConfig(dims=2, input_size=(32, 32))
-    cfg = TrainConfig(epochs=1, batch_size=4)
-    result = cross_validate(workdir, CVSettings(n_folds=3), cfg, pre, AugmentConfig(enabled=False), FAST)
+def test_cross_validate_end_to_end(reported_workdir: tuple[Path, dict]) -> None:
+    """``cross_validate(workdir, *tiny_cv_arguments())`` on a copy of the tiny work folder (3 folds, 1 epoch,
+    32 px): the session's ``reported_workdir`` ran it, so its folder and result are checked here, and a
+    second call with the same arguments must change nothing (test_report.py re-runs explain likewise)."""
+    workdir, outputs = reported_workdir
+    result = outputs["evaluation"]
     folds = pd.read_parquet(workdir / "evaluation" / "folds.parquet")
     oof = pd.read_parquet(workdir / "evaluation" / "oof_predictions.parquet")
     assert set(oof["scan_id"]) == set(folds.loc[folds["fold"] != TEST, "scan_id"])  # every scan scored once, OOF
@@ -157,5 +156,5 @@ def test_cross_validate_end_to_end(tiny_workdir: Path, tmp_path: Path) -> None:
         assert card["training_data"]["n_train"] + card["training_data"]["n_val"] == int(
             ((folds["fold"] != k) & (folds["fold"] != TEST)).sum())
     stamp = {p: p.stat().st_mtime_ns for p in (workdir / "evaluation").rglob("*") if p.is_file()}
-    cross_validate(workdir, CVSettings(n_folds=3), cfg, pre, AugmentConfig(enabled=False), FAST)
+    cross_validate(workdir, *tiny_cv_arguments())
     assert {p: p.stat().st_mtime_ns for p in (workdir / "evaluation").rglob("*") if p.is_file()} == stamp

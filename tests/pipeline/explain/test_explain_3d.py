@@ -50,7 +50,7 @@ def _fake_evaluation(workdir: Path, pre: PreprocessConfig) -> None:
 def test_3d_cases_get_montages_and_nifti_maps_on_the_scan_grid(tiny_workdir: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "w"
     shutil.copytree(tiny_workdir, workdir, ignore=shutil.ignore_patterns("evaluation", "models", "saliency"))
-    pre = PreprocessConfig(dims=3, input_size=(32, 32, 32))
+    pre = PreprocessConfig(dims=3, input_size=(16, 16, 16))  # maps go back to the 28-voxel scan grid
     preprocess_catalog(workdir, pre)
     _fake_evaluation(workdir, pre)
     settings = ExplainSettings(source="oof", per_kind=1, sanity_cases=1, attribution=AttributionConfig(
