@@ -44,12 +44,15 @@ ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
 
 # Debian packages the tests use: poppler-utils renders the report's pages (pdftoppm, pdftotext);
-# chromium and chromium-driver drive the Dagster UI in tests/e2e/test_ui_browser.py. Each is
-# "command:package"; only the missing ones are installed (one apt-get update), and only as root.
-SYSTEM_DEPS := pdftoppm:poppler-utils chromium:chromium chromedriver:chromium-driver
+# chromium and chromium-driver drive the Dagster UI in tests/e2e/test_ui_browser.py; orthanc and
+# orthanc-dicomweb are the PACS the network tests start on loopback ports (tests/orthanc.py; the
+# system service is never used). Each is "command or file:package"; only the missing ones are
+# installed (one apt-get update), and only as root.
+SYSTEM_DEPS := pdftoppm:poppler-utils chromium:chromium chromedriver:chromium-driver Orthanc:orthanc \
+  /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
-	  command -v "$${dep%%:*}" >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; done; \
+	  command -v "$${dep%%:*}" >/dev/null 2>&1 || test -e "$${dep%%:*}" || missing="$$missing $${dep#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing$$missing (apt-get)"; \

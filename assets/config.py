@@ -31,9 +31,17 @@ def _dagster_value(value: Any) -> Any:
 
 
 def config_class(
-    name: str, *groups: type, doc: str, extra: dict[str, Any] | None = None, skip: tuple[str, ...] = ()
+    name: str,
+    *groups: type,
+    doc: str,
+    extra: dict[str, Any] | None = None,
+    skip: tuple[str, ...] = (),
+    base: type = dg.Config,
 ) -> type:
     """A ``dg.Config`` subclass named ``name`` with every asset-exposed setting of ``groups``.
+
+    ``base`` may be another Dagster config class, such as a ``dg.ConfigurableResource`` whose methods
+    the generated resource inherits.
 
     ``extra`` adds asset-only fields as ``{name: (type, Field(...))}``; ``skip`` leaves out public names
     that the asset takes elsewhere (the model kind from its partition, for instance).
@@ -49,10 +57,10 @@ def config_class(
                 Field(default=_dagster_value(defaults[spec.name]), description=spec.help),
             )
     fields.update(extra or {})
-    return create_model(name, __base__=dg.Config, __doc__=doc, __module__=__name__, **fields)
+    return create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)
 
 
-def settings_from(config: dg.Config, group: type, **given: Any) -> Any:
+def settings_from(config: dg.Config | dg.ConfigurableResource, group: type, **given: Any) -> Any:
     """The settings ``group`` from an asset's ``config`` (fields the config lacks keep their defaults)."""
     return settings_of(group, config.model_dump(), "asset", **given)
 

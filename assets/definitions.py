@@ -14,6 +14,8 @@ from assets.ingest import demo_studies, scan_catalog
 from assets.interpretability import interpretability_report, saliency_maps
 from assets.launcher import TrainingLauncher
 from assets.operations import RETRAIN_CRON, champion_model, model_version
+from assets.pacs import PacsConnection
+from assets.pacs_sensor import pacs_sensor
 from assets.resources import PseudonymSecret, ScanLensProject
 from assets.scoring import ScoringInbox, inbox_sensor, scan_scores, score_new_scans
 from assets.training import preprocessed_scans, trained_model
@@ -121,11 +123,13 @@ defs = dg.Definitions(
     assets=all_assets,
     jobs=[scanlens_demo, train_and_evaluate, score_new_scans],
     schedules=[weekly_retraining],
-    sensors=[inbox_sensor],
+    sensors=[inbox_sensor, pacs_sensor],
     resources={
         "project": ScanLensProject(),
         "secret": PseudonymSecret(),
         "inbox": ScoringInbox(),
+        # the archive pacs_sensor watches, where results are sent (assets/pacs.py; its type-checking stub has no defaults)
+        "pacs": PacsConnection(),
         "launcher": TrainingLauncher(),  # where trained_model and fold_models train (assets/launcher.py)
     },
     executor=default_executor(),

@@ -67,6 +67,10 @@ class ScanLensProject(dg.ConfigurableResource):
         return self.demo_root_path / "inbox"
 
     @property
+    def demo_pacs_intake(self) -> Path:
+        return self.demo_root_path / "pacs_intake"
+
+    @property
     def demo_outbox(self) -> Path:
         return self.demo_root_path / "outbox"
 

@@ -20,13 +20,14 @@ from pydantic import Field
 from assets.common import IO_RETRY, OWNER, user_errors_are_final
 from assets.config import config_class, settings_from
 from assets.operations import champion_model
+from assets.pacs import PacsConnection
 from assets.resources import PseudonymSecret, ScanLensProject
 from pipeline.deid import Pseudonymizer, project_pseudonymizer
 from pipeline.layout import Workdir
+from pipeline.pacs.send import Destination, send_objects
 from pipeline.registry import Registry
-from pipeline.scoring import ScoreSettings, load_champion
+from pipeline.scoring import ScoreSettings, warm_scorer
 from pipeline.scoring.inbox import find_study, poll_inbox
-from pipeline.scoring.study import score_study
 
 #: One partition per inbox study; keys are ``inbox_<16 hex>`` pseudonyms.
 INBOX_STUDIES = dg.DynamicPartitionsDefinition(name="inbox_studies")
@@ -44,6 +45,11 @@ class ScoringInbox(dg.ConfigurableResource):
     outbox: str = Field(
         default="", description="outbox for DICOM outputs; empty: $SCANLENS_OUTBOX, else <demo root>/outbox"
     )
+    pacs_intake: str = Field(
+        default="",
+        description="where pacs_sensor retrieves studies to score, one folder per study; empty: "
+        "$SCANLENS_PACS_INTAKE, else <demo root>/pacs_intake",
+    )
     stable_seconds: float | None = Field(
         default=None, description="quiet time before a study is scored; null: $SCANLENS_INBOX_STABLE_SECONDS, else 60"
     )
@@ -53,6 +59,16 @@ class ScoringInbox(dg.ConfigurableResource):
 
     def outbox_path(self, project: ScanLensProject) -> Path:
         return Path(self.outbox or os.environ.get("SCANLENS_OUTBOX") or project.demo_outbox)
+
+    def pacs_intake_path(self, project: ScanLensProject) -> Path:
+        return Path(self.pacs_intake or os.environ.get("SCANLENS_PACS_INTAKE") or project.demo_pacs_intake)
+
+    def study_folder(self, project: ScanLensProject, key: str, pseudonymizer: Pseudonymizer) -> Path:
+        """The study folder whose pseudonym is ``key``: in the inbox, else among pacs_sensor's retrievals."""
+        intake = self.pacs_intake_path(project)
+        if intake.is_dir() and any(pseudonymizer.inbox(p.name) == key for p in intake.iterdir() if p.is_dir()):
+            return find_study(intake, key, pseudonymizer)
+        return find_study(self.inbox_path(project), key, pseudonymizer)
 
     def quiet_seconds(self) -> float:
         if self.stable_seconds is not None:
@@ -96,27 +112,43 @@ def scan_scores(
     project: ScanLensProject,
     secret: PseudonymSecret,
     inbox: ScoringInbox,
+    pacs: PacsConnection,
 ) -> dg.MaterializeResult:
     """Scores of one inbox study's scans by the champion (``W/scoring/scores.parquet``): pseudonymous ids,
     probability, decision at the champion's operating point, model version; a GradCAM overlay per scan;
     a DICOM SR and Secondary Capture per scan in the outbox, filed into the source study.
 
     The study is ingested and de-identified like any source (unreadable files are quarantined with a
-    reason); scans already scored by the current champion are skipped.
+    reason); scans already scored by the current champion are skipped. With the ``pacs`` resource's
+    ``send_to``/``stow_url`` set, the SR and SC go back into the source study (C-STORE / STOW-RS); what
+    cannot be sent waits in ``OUTBOX/failed/`` and the next scoring run re-sends it.
     """
     workdir = project.workdir_path
     with user_errors_are_final():
         settings = settings_from(config, ScoreSettings)
-        folder = find_study(inbox.inbox_path(project), context.partition_key, _pseudonymizer(project, secret))
-        champion = load_champion(workdir, settings.device)
-        done = score_study(
-            workdir,
+        send = pacs.send_settings()
+        if send.sends and not config.dicom_outputs:
+            raise dg.Failure("the pacs resource sends DICOM outputs, but dicom_outputs is off", allow_retries=False)
+        Destination.all_of(send)  # a malformed address fails before any scoring
+        folder = inbox.study_folder(project, context.partition_key, _pseudonymizer(project, secret))
+        scorer = warm_scorer(workdir, settings.device)  # champion, ingest workers, table index: kept per process
+        done = scorer.score_study(
             folder,
             context.partition_key,
             inbox.outbox_path(project) if config.dicom_outputs else None,
             secret.secret,
-            champion,
             overlays=settings.overlays,
+        )
+        sent = (
+            send_objects(inbox.outbox_path(project), done.dicom_outputs, send, pacs.auth_settings())
+            if send.sends
+            else None
+        )
+    if sent is not None and sent.failed:
+        context.log.warning(
+            "%d DICOM objects could not be sent (%s); they wait in the outbox's failed/ folder for the next run",
+            len(sent.failed),
+            sent.summary()["failed_by_reason"],
         )
     table = done.scores[["scan_id", "probability", "decision"]].to_markdown(index=False) if len(done.scores) else ""
     return dg.MaterializeResult(
@@ -135,6 +167,7 @@ def scan_scores(
             "scores": dg.MetadataValue.md(table or "nothing new to score"),
             "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in done.seconds.items()}),
             "scores_table": dg.MetadataValue.path(str(Workdir(workdir).scores)),
+            "sent_to_pacs": dg.MetadataValue.json(sent.summary() if sent is not None else {"configured": False}),
         }
     )
 

@@ -27,11 +27,13 @@ from pipeline.settings.distributed import DistributedSettings
 from pipeline.settings.evaluate import CVSettings, EvaluationSettings
 from pipeline.settings.explain import AttributionConfig, ExplainSettings
 from pipeline.settings.ingest import IngestSettings
+from pipeline.settings.pacs import PacsAuthSettings, PacsSendSettings
 from pipeline.settings.preprocess import PreprocessSettings
 from pipeline.settings.score import ScoreSettings
 from pipeline.settings.train import TrainConfig
 
 if TYPE_CHECKING:
+    from pipeline.deid import Pseudonymizer
     from pipeline.preprocess import PreprocessConfig
 
 log = logging.getLogger("pipeline")
@@ -69,6 +71,8 @@ def _parser(profile: str = "default") -> argparse.ArgumentParser:
         _add_registry,
         _add_score,
         _add_status,
+        _add_listen,
+        _add_fetch,
     ):
         add(commands, profile)
     return parser
@@ -245,6 +249,90 @@ def _add_score(commands: Commands, profile: str) -> None:
         help="skip (for now) studies with a file modified less than this many seconds ago",
     )
     add_settings(sc, ScoreSettings, profile=profile)
+    pacs = sc.add_argument_group("sending results to the PACS (credentials from $SCANLENS_PACS_USER/_PASSWORD/_TOKEN)")
+    add_settings(pacs, PacsSendSettings, PacsAuthSettings, profile=profile)
+
+
+def _add_listen(commands: Commands, profile: str) -> None:
+    ls = commands.add_parser(
+        "listen",
+        help="receive studies over the DICOM network (a Storage SCP) into an inbox folder",
+        description="A DICOM Storage SCP (pynetdicom). It answers C-ECHO and stores C-STORE requests of image "
+        "storage SOP classes (CT, MR, PET, CR, DX, MG, US, Secondary Capture, enhanced and multi-frame) in every "
+        "transfer syntax ingest decodes, each instance atomically as INBOX/<stu_ pseudonym>/<ins_ pseudonym>.dcm. "
+        "Score the inbox with `scanlens score` or the Dagster inbox_sensor. SIGTERM finishes the running "
+        "associations, then exits 0.",
+    )
+    ls.add_argument("--inbox", type=Path, required=True, help="folder the received studies are written to")
+    ls.add_argument("--ae-title", default="SCANLENS", help="our AE title (default: SCANLENS)")
+    ls.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0: all)")
+    ls.add_argument("--port", type=int, default=11112, help="TCP port (default: 11112)")
+    ls.add_argument(
+        "--allow",
+        default="",
+        metavar="AE[,AE...]",
+        help="calling AE titles allowed to send; others are rejected at association (default: any)",
+    )
+    ls.add_argument("--max-pdu", type=int, default=262144, help="largest PDU received, bytes (default: 262144)")
+    ls.add_argument(
+        "--max-instance-mb", type=float, default=2048.0, help="larger instances are refused (default: 2048 MiB)"
+    )
+    ls.add_argument(
+        "--min-free-mb",
+        type=float,
+        default=1024.0,
+        help="below this much free disk every C-STORE is answered Out of Resources (default: 1024 MiB)",
+    )
+    ls.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="work folder whose secret key names the studies (not needed with --secret or $SCANLENS_SECRET)",
+    )
+    ls.add_argument(
+        "--secret", default=None, help="pseudonymisation key (default: $SCANLENS_SECRET or W/.scanlens/secret.key)"
+    )
+
+
+def _add_fetch(commands: Commands, profile: str) -> None:
+    from pipeline.settings.pacs import PacsAuthSettings
+
+    fe = commands.add_parser(
+        "fetch",
+        help="retrieve studies from a DICOMweb archive (QIDO-RS, WADO-RS) into a source folder for ingest",
+        description="Search the archive with QIDO-RS and retrieve every instance of the chosen studies with WADO-RS, "
+        "several at a time, into OUT/<stu_ pseudonym>/<ins_ pseudonym>.dcm (keyed pseudonyms: no identifier in a "
+        "name). Instances already in OUT are not requested again. With --studies and a label column, OUT/labels.csv "
+        "is written for the studies retrieved completely: `scanlens ingest OUT --labels OUT/labels.csv`. Exits 1 "
+        "when an instance could not be retrieved or a study was not found (run it again to retry), 2 for bad input "
+        "or an archive that cannot be reached or refuses the credentials.",
+    )
+    fe.add_argument("--dicomweb", required=True, metavar="URL", help="DICOMweb base URL (e.g. http://pacs/dicom-web)")
+    fe.add_argument("--out", type=Path, required=True, help="folder the studies are retrieved into")
+    which = fe.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study", action="append", metavar="UID", help="a StudyInstanceUID (repeat for more)")
+    which.add_argument(
+        "--studies",
+        type=Path,
+        metavar="CSV",
+        help="CSV with a StudyInstanceUID column (and optionally label, split, patient_id: writes OUT/labels.csv)",
+    )
+    which.add_argument("--since", metavar="YYYYMMDD", help="every study dated on or after this day")
+    fe.add_argument("--modality", default="", help="with --since: only studies with this modality (e.g. CT)")
+    fe.add_argument(
+        "--description", default="", metavar="WORD", help="with --since: only studies whose description has WORD"
+    )
+    fe.add_argument("--workers", type=int, default=4, metavar="N", help="instances retrieved at once (default: 4)")
+    fe.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="work folder whose secret key names the files (not needed with --secret or $SCANLENS_SECRET)",
+    )
+    fe.add_argument(
+        "--secret", default=None, help="pseudonymisation key (default: $SCANLENS_SECRET or W/.scanlens/secret.key)"
+    )
+    add_settings(fe, PacsAuthSettings, profile=profile)
 
 
 def _add_status(commands: Commands, profile: str) -> None:
@@ -403,24 +491,26 @@ def _score(args: argparse.Namespace) -> int:
     import time
 
     from pipeline.deid import project_pseudonymizer
-    from pipeline.scoring import load_champion
+    from pipeline.scoring import warm_scorer
     from pipeline.scoring.inbox import settled_studies
-    from pipeline.scoring.study import score_study
 
     workdir = args.workdir.resolve()
     settings = from_args(ScoreSettings, args, args.profile)
-    champion = load_champion(workdir, settings.device)
+    send, auth = from_args(PacsSendSettings, args, args.profile), from_args(PacsAuthSettings, args, args.profile)
+    if send.sends and args.out is None:
+        raise UserInputError("--send-to and --stow-url send the DICOM outputs: give --out OUTBOX too")
+    sender = _outbox_sender(args.out.resolve() if args.out else None, send, auth)
+    scorer = warm_scorer(workdir, settings.device)  # the champion, ingest workers and table kept across studies
+    champion = scorer.champion
     secret, pseudonymizer = project_pseudonymizer(args.secret, workdir)
     poll = settled_studies(args.inbox.resolve(), pseudonymizer, time.time(), args.stable_seconds)
     totals = {"scored": 0, "skipped": 0, "dicom": 0}
     for study in poll.ready:
-        done = score_study(
-            workdir,
+        done = scorer.score_study(
             study.folder,
             study.key,
             args.out.resolve() if args.out else None,
             secret.decode(),
-            champion,
             overlays=settings.overlays,
         )
         quarantined = ", ".join(f"{k}={v}" for k, v in done.quarantine_by_reason.items()) or "none"
@@ -432,6 +522,9 @@ def _score(args: argparse.Namespace) -> int:
         totals["scored"] += len(done.scores)
         totals["skipped"] += done.n_skipped
         totals["dicom"] += len(done.dicom_outputs)
+        sender.send(done.dicom_outputs)
+    if not poll.ready:
+        sender.send([])  # objects left in OUTBOX/failed/ by an earlier run are re-sent all the same
     sys.stdout.write(
         f"{len(poll.ready)} studies with champion {champion.version}: {totals['scored']} scans scored, "
         f"{totals['skipped']} already scored, {totals['dicom']} DICOM objects written"
@@ -439,6 +532,115 @@ def _score(args: argparse.Namespace) -> int:
         f"{poll.loose_files} loose files outside study folders (not scored)\n"
         f"scores: {Workdir(workdir).scores}\n"
     )
+    return sender.finish()
+
+
+class _OutboxSender:
+    """``scanlens score``'s sending of each study's DICOM outputs (:mod:`pipeline.pacs.send`)."""
+
+    def __init__(self, outbox: Path | None, send: PacsSendSettings, auth: PacsAuthSettings) -> None:
+        from pipeline.pacs.send import SendReport
+
+        self.outbox, self.settings, self.auth, self.report = outbox, send, auth, SendReport()
+
+    def send(self, objects: list[Path]) -> None:
+        from pipeline.pacs.send import send_objects
+
+        if self.outbox is not None and self.settings.sends:
+            self.report.merge(send_objects(self.outbox, objects, self.settings, self.auth))
+
+    def finish(self) -> int:
+        """Print what was sent; 1 when objects are left in OUTBOX/failed/ (re-sent by the next run)."""
+        if not self.settings.sends:
+            return 0
+        summary = self.report.summary()
+        sys.stdout.write(
+            f"sent {summary['sent']} DICOM objects ({summary['resent_from_failed']} from failed/, "
+            f"{summary['already_sent']} sent before)\n"
+        )
+        if self.report.failed:
+            sys.stderr.write(
+                f"scanlens: {len(self.report.failed)} DICOM objects could not be sent "
+                f"({summary['failed_by_reason']}); they wait in {self.outbox}/failed/ and the next run re-sends them\n"
+            )
+            return 1
+        return 0
+
+
+def _outbox_sender(outbox: Path | None, send: PacsSendSettings, auth: PacsAuthSettings) -> _OutboxSender:
+    from pipeline.pacs.send import Destination
+
+    Destination.all_of(send)  # a malformed address or URL is a usage error before any scoring
+    return _OutboxSender(outbox, send, auth)
+
+
+def _network_pseudonymizer(args: argparse.Namespace) -> Pseudonymizer:
+    """The project key's pseudonymizer for ``listen`` and ``fetch``: ``--secret``, else
+    ``$SCANLENS_SECRET``, else the key file of ``--workdir`` (which may then create it)."""
+    from pipeline.deid import SECRET_ENV, Pseudonymizer, project_pseudonymizer
+
+    if args.workdir is not None:
+        return project_pseudonymizer(args.secret, args.workdir.resolve())[1]
+    if args.secret or os.environ.get(SECRET_ENV):
+        return Pseudonymizer((args.secret or os.environ[SECRET_ENV]).encode())
+    raise UserInputError(f"no pseudonymisation key: give --workdir (its key file), --secret or ${SECRET_ENV}")
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from pipeline.pacs.listener import ListenerSettings, StorageListener
+
+    names = _network_pseudonymizer(args)
+    settings = ListenerSettings(
+        ae_title=args.ae_title,
+        host=args.host,
+        port=args.port,
+        allow=tuple(a for a in args.allow.split(",") if a.strip()),
+        max_pdu=args.max_pdu,
+        max_instance_bytes=int(args.max_instance_mb * 1024**2),
+        min_free_bytes=int(args.min_free_mb * 1024**2),
+    )
+    return StorageListener(args.inbox.resolve(), settings, names).serve()
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from pipeline.layout import StudyDrop
+    from pipeline.pacs.dicomweb import archive_client, fetch_studies, parse_date, search_studies
+    from pipeline.pacs.studylist import StudyRow, check_uid, read_study_list, write_labels
+    from pipeline.settings.pacs import PacsAuthSettings
+
+    if args.workers < 1:
+        raise UserInputError(f"--workers must be at least 1, not {args.workers}")
+    if (args.modality or args.description) and args.since is None:
+        raise UserInputError("--modality and --description choose studies with --since")
+    names = _network_pseudonymizer(args)
+    since = parse_date(args.since) if args.since is not None else None
+    if args.studies is not None:
+        rows = read_study_list(args.studies)
+    else:
+        rows = [StudyRow(check_uid(uid, f"--study number {n}")) for n, uid in enumerate(args.study or [], 1)]
+    client = archive_client(args.dicomweb, from_args(PacsAuthSettings, args, args.profile))
+    if since is not None:
+        rows = [StudyRow(study.uid) for study in search_studies(client, since, args.modality, args.description)]
+    drop = StudyDrop(args.out.resolve())
+    result = fetch_studies(client, drop, names, [row.uid for row in rows], workers=args.workers)
+    out = [study.summary() for study in result.studies]
+    out.append(
+        f"{len(result.studies)} studies: {result.total('found')} instances found, {result.total('retrieved')} "
+        f"retrieved, {result.total('skipped')} already on disk, {result.total('n_failed')} failed; into {drop.root}"
+    )
+    labelled = {names.study(row.uid): row for row in rows if row.label is not None}
+    if labelled:
+        series = {
+            uid: labelled[s.key] for s in result.studies if s.complete and s.key in labelled for uid in s.series_uids
+        }
+        n_rows = write_labels(drop.labels, series)
+        out.append(f"labels: {drop.labels} ({n_rows} series; ingest with --labels {drop.labels})")
+    sys.stdout.write("\n".join(out) + "\n")
+    if result.incomplete:
+        sys.stderr.write(
+            f"scanlens: {len(result.incomplete)} studies not retrieved completely (see above); run fetch again to retry\n"
+        )
+        return 1
     return 0
 
 
@@ -538,6 +740,8 @@ COMMANDS = {
     "registry": _registry,
     "score": _score,
     "status": _status,
+    "listen": _listen,
+    "fetch": _fetch,
 }
 
 

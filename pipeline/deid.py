@@ -77,6 +77,10 @@ class Pseudonymizer:
     def scan(self, identity: str) -> str:
         return "scan_" + self._digest("scan", identity)
 
+    def instance(self, sop_instance_uid: str) -> str:
+        """Name of a received or retrieved instance's file (``ins_<16 hex>``; the UID itself never is)."""
+        return "ins_" + self._digest("instance", sop_instance_uid)
+
     def inbox(self, folder_name: str) -> str:
         """Key of an inbox study folder (folder names often hold a name or an accession number)."""
         return "inbox_" + self._digest("inbox", folder_name)

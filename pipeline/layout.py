@@ -19,10 +19,17 @@ Nothing here creates folders except :meth:`Workdir.ensure`; writers create paren
       saliency/  cases.parquet sanity.json  <kind>_<k>_<scan_id>/<method>.png|.nii
       reports/scanlens_report_<hash>.pdf (+ .json sidecar)
       registry/  index.json history.jsonl versions/<v>/... decisions/<v>.json
-      scoring/  scores.parquet .scores.lock  intake/<study key>/ (a work folder of its own)
-                overlays/<scan>_<v>.png
+      scoring/  scores.parquet/part-<stamp>.parquet  .scores.lock       the scores: a folder of parts
+                scores.migrating (an older single-file table, while it becomes the first part)
+                intake/<study key>/ (a work folder of its own)  overlays/<scan>_<v>.png
 
     <outbox>/  <scan>_<v>_sr.dcm  <scan>_<v>_sc.dcm    DICOM outputs for a PACS (a folder outside W)
+               sent.jsonl                              what was sent where, by SOP Instance UID
+               failed/<name>.dcm  failed/<name>.json   what could not be sent, and why (re-sent next run)
+
+    <study drop>/  <stu_ key>/<ins_ key>.dcm            studies received by `scanlens listen` or retrieved
+                   .incoming/                           by `scanlens fetch` / pacs_sensor (outside W)
+                   labels.csv                           `fetch --studies` with a label column
 
 >>> wd = Workdir(Path("/data/W"))
 >>> wd.model("resnet50-2d-abc").weights
@@ -118,6 +125,53 @@ class Outbox:
     def sc(self, scan_id: str, version: str) -> Path:
         """The Secondary Capture of ``scan_id``'s GradCAM overlay by model ``version``."""
         return self.root / f"{scan_id}_{version}_sc.dcm"
+
+    @property
+    def sent_ledger(self) -> Path:
+        """One JSON line per object sent: its SOP Instance UID, the destination, the time."""
+        return self.root / "sent.jsonl"
+
+    @property
+    def ledger_lock(self) -> Path:
+        return self.root / ".sent.lock"
+
+    @property
+    def failed(self) -> Path:
+        """Objects whose send failed after every retry (each with a ``.json`` reason beside it)."""
+        return self.root / "failed"
+
+    def failed_object(self, name: str) -> Path:
+        return self.failed / name
+
+    def failure_reason(self, name: str) -> Path:
+        return self.failed / f"{Path(name).stem}.json"
+
+
+@dataclass(frozen=True)
+class StudyDrop:
+    """A folder of studies arriving over the network (outside ``W``): ``<stu_ key>/<ins_ key>.dcm``.
+
+    The listener writes received instances here and ``scanlens fetch`` retrieves into one; the inbox
+    sensor (:mod:`pipeline.scoring.inbox`) reads each ``<stu_ key>`` folder as one study. Hidden
+    ``.incoming/`` holds partly received instances (on the same file system, so a rename completes them).
+    """
+
+    root: Path
+
+    def study(self, study_key: str) -> Path:
+        return self.root / study_key
+
+    def instance(self, study_key: str, instance_key: str) -> Path:
+        return self.root / study_key / f"{instance_key}.dcm"
+
+    @property
+    def incoming(self) -> Path:
+        return self.root / ".incoming"
+
+    @property
+    def labels(self) -> Path:
+        """``labels.csv`` that ``scanlens fetch --studies`` writes for a labelled list (ingest's labels format)."""
+        return self.root / "labels.csv"
 
 
 @dataclass(frozen=True)
@@ -337,7 +391,17 @@ class Workdir:
 
     @property
     def scores(self) -> Path:
+        """The scores table: a folder of Parquet parts, one per scoring call (``pd.read_parquet`` reads it whole)."""
         return self.scoring / "scores.parquet"
+
+    def scores_part(self, stamp: str) -> Path:
+        """One part of :attr:`scores`; parts sort by ``stamp`` in the order they were written."""
+        return self.scores / f"part-{stamp}.parquet"
+
+    @property
+    def scores_migrating(self) -> Path:
+        """Where a single-file scores table of an older ScanLens becomes a folder of parts."""
+        return self.scoring / "scores.migrating"
 
     @property
     def scores_lock(self) -> Path:

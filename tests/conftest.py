@@ -71,18 +71,27 @@ def trained_2d_model(tiny_workdir: Path, tmp_path_factory: pytest.TempPathFactor
     return loaded.model, [x for x in inputs if x.dim() == 4][:3]
 
 
-def explain_and_report(workdir: Path) -> dict:  # type: ignore[type-arg]
-    """Cross-validate (3 folds, 1 epoch, 32 px), explain (1 case per kind, cheap settings), report."""
-    from pipeline.evaluate import CVSettings, EvaluationSettings, cross_validate
-    from pipeline.explain.attribution import AttributionConfig
-    from pipeline.explain.run import ExplainSettings, explain
+def tiny_cv_arguments(n_folds: int = 3) -> tuple:  # type: ignore[type-arg]
+    """The cross-validation of :func:`explain_and_report`, as ``cross_validate(workdir, *tiny_cv_arguments())``:
+    ``n_folds`` folds, 1 epoch, batch 4, 2D at 32 px, no augmentation, 200 resamples, manufacturer subgroups."""
+    from pipeline.evaluate import CVSettings, EvaluationSettings
     from pipeline.preprocess import AugmentConfig, PreprocessConfig
-    from pipeline.report import build_report
     from pipeline.train import TrainConfig
 
-    evaluation = cross_validate(workdir, CVSettings(n_folds=3), TrainConfig(epochs=1, batch_size=4),
-                                PreprocessConfig(dims=2, input_size=(32, 32)), AugmentConfig(enabled=False),
-                                EvaluationSettings(n_resamples=200, subgroups=("manufacturer",)))
+    return (CVSettings(n_folds=n_folds), TrainConfig(epochs=1, batch_size=4),
+            PreprocessConfig(dims=2, input_size=(32, 32)), AugmentConfig(enabled=False),
+            EvaluationSettings(n_resamples=200, subgroups=("manufacturer",)))
+
+
+def explain_and_report(workdir: Path, n_folds: int = 3) -> dict:  # type: ignore[type-arg]
+    """Cross-validate (:func:`tiny_cv_arguments`: 3 folds, 1 epoch, 32 px), explain (1 case per kind, cheap
+    settings), report."""
+    from pipeline.evaluate import cross_validate
+    from pipeline.explain.attribution import AttributionConfig
+    from pipeline.explain.run import ExplainSettings, explain
+    from pipeline.report import build_report
+
+    evaluation = cross_validate(workdir, *tiny_cv_arguments(n_folds))
     settings = ExplainSettings(per_kind=1, sanity_cases=1, attribution=AttributionConfig(
         ig_steps=8, occlusion_window=8, occlusion_stride=8))
     explained = explain(workdir, settings)
@@ -138,3 +147,27 @@ def lock_holder_pid(workdir: Path) -> int | None:
         return int(json.loads(text)["pid"]) if text.strip() else None
     except (FileNotFoundError, ValueError, KeyError):  # not there yet, or read while being written
         return None
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Start Orthanc servers (``factory(name, **kwargs)``) in ``tmp_path``; all are stopped at the end."""
+    from tests.orthanc import Orthanc, require_orthanc
+
+    require_orthanc()
+    started: list[Orthanc] = []
+
+    def factory(name: str = "orthanc", **kwargs):  # type: ignore[no-untyped-def]
+        server = Orthanc(tmp_path / name, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop(kill=True)
+
+
+@pytest.fixture
+def orthanc(orthanc_factory):  # type: ignore[no-untyped-def]
+    """One Orthanc (DIMSE, REST, DICOMweb) on free loopback ports with its own storage folder."""
+    return orthanc_factory()

@@ -23,7 +23,7 @@ from pipeline.ingest.identity import scan_identity
 from pipeline.io.dicom import read_dicom
 from pipeline.io.limits import ReadLimits
 from pipeline.io.nifti import is_nifti
-from pipeline.parallel import TaskFailure, isolated_map
+from pipeline.parallel import TaskFailure, WorkerPool, isolated_map
 
 #: A source file as walked: (path relative to SRC, size in bytes, mtime in ns).
 SourceFile = tuple[str, int, int]
@@ -122,11 +122,13 @@ def probe_changes(
     workers: int,
     config: IngestConfig,
     timings: list[tuple[str, str, float]],
+    pool: WorkerPool | None = None,
 ) -> Changes:
     """Read new and changed files, then every other file of the scans they touch (in isolated workers).
 
     A file whose size and mtime match the manifest is not read (unless ``config.rehash``); one read
     again with unchanged bytes keeps its row. Appends ``(path, "probe", seconds)`` to ``timings``.
+    ``pool``: warm isolated workers (see :func:`pipeline.parallel.isolated_map`).
     """
     previous = {row.source_path: row for row in old_manifest.itertuples(index=False)}
     unchanged: dict[str, Any] = {}
@@ -142,7 +144,14 @@ def probe_changes(
 
     def probe(items: list[SourceFile], desc: str) -> list[ProbedFile]:
         done = isolated_map(
-            probe_file, [(options, *f) for f in items], workers, desc, config.worker_limits, probe_failed, chunksize=32
+            probe_file,
+            [(options, *f) for f in items],
+            workers,
+            desc,
+            config.worker_limits,
+            probe_failed,
+            chunksize=32,
+            pool=pool,
         )
         timings.extend((t.value.relpath, "probe", t.seconds) for t in done)
         return [t.value for t in done]

@@ -34,7 +34,7 @@ from pipeline.ingest.tables import (
 )
 from pipeline.layout import Workdir
 from pipeline.locking import workdir_lock
-from pipeline.parallel import isolated_map
+from pipeline.parallel import WorkerPool, isolated_map
 from pipeline.source_walk import SkippedEntry, walk_source
 from pipeline.storage import atomic_write_bytes, write_parquet_if_changed
 
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when assembly changes what a volume or a row contains: every scan is then rebuilt.
 INGEST_VERSION = 1
+#: Up to this many new volumes are fsync'ed one by one; more, and the file systems are synced at once.
+SYNC_EACH_UP_TO = 16
 
 
 @dataclass
@@ -61,6 +63,9 @@ class IngestResult:
     #: (source path, stage, seconds) of every file read in this run: stage ``probe`` is hashing and
     #: header parsing of that file; ``build`` is the whole build of the scan it belongs to.
     timings: list[tuple[str, str, float]] = field(default_factory=list)
+    #: Seconds the isolated tasks took, each once (probes and scan builds); the rest of the run's wall
+    #: time is its set-up: the walk, starting workers, the tables.
+    task_seconds: float = 0.0
 
     @property
     def slowest_file_seconds(self) -> float:
@@ -82,10 +87,12 @@ def _validate(config: IngestConfig) -> tuple[Path, Path]:
     return source, workdir
 
 
-def ingest(config: IngestConfig) -> IngestResult:
+def ingest(config: IngestConfig, pool: WorkerPool | None = None) -> IngestResult:
     """Ingest ``config.source`` into ``config.workdir``; see the module docstring for the guarantees.
 
-    Holds the work folder's lock (:func:`pipeline.locking.workdir_lock`) for the whole run.
+    Holds the work folder's lock (:func:`pipeline.locking.workdir_lock`) for the whole run. ``pool``:
+    warm isolated workers to read the files with (a long-running scorer ingests one small study after
+    another); by default each of the two parallel steps starts and stops its own workers.
     """
     source, workdir = _validate(config)
     labels = read_labels(config.labels) if config.labels is not None else None
@@ -97,7 +104,7 @@ def ingest(config: IngestConfig) -> IngestResult:
     wd = Workdir(workdir)
     wd.ensure()
     with workdir_lock(workdir, "ingest"):
-        return _ingest_locked(config, source, wd, labels, files, skipped)
+        return _ingest_locked(config, source, wd, labels, files, skipped, pool)
 
 
 def _ingest_locked(
@@ -107,6 +114,7 @@ def _ingest_locked(
     labels: pd.DataFrame | None,
     files: list[SourceFile],
     skipped: list[SkippedEntry],
+    pool: WorkerPool | None = None,
 ) -> IngestResult:
     secret, pseudonymizer = project_pseudonymizer(config.secret, wd.root)
     workers = config.workers or os.cpu_count() or 1
@@ -123,7 +131,7 @@ def _ingest_locked(
     old_manifest, old_scans, old_quarantine = previous_tables(wd, fresh)
     options = ProbeOptions(str(source), secret, config.keep_demographics, config.allow_burned_in, config.limits)
     timings: list[tuple[str, str, float]] = []
-    changes = probe_changes(files, old_manifest, options, workers, config, timings)
+    changes = probe_changes(files, old_manifest, options, workers, config, timings, pool)
 
     tasks = scan_tasks(changes.probed, wd, old_scans, str(source), config, secret)
     built = isolated_map(
@@ -134,11 +142,13 @@ def _ingest_locked(
         config.worker_limits,
         build_failed,
         chunksize=max(1, len(tasks) // (8 * workers)),
+        pool=pool,
     )
     outcomes = [b.value for b in built]
     failed_writes = [o.write_error for o in outcomes if o.write_error]
     if failed_writes:  # the work folder's fault (disk full, permissions), not the source's: stop, write no table
         raise OSError(f"writing {len(failed_writes)} volume(s) into {wd.volumes} failed: {failed_writes[0]}")
+    task_seconds = sum(seconds for _, _, seconds in timings) + sum(timed.seconds for timed in built)
     for task, timed in zip(tasks, built, strict=True):
         timings.extend((path, "build", timed.seconds) for path in task.member_paths)
 
@@ -151,8 +161,7 @@ def _ingest_locked(
     quarantined = set(quarantine["source_path"])
     manifest["status"] = ["quarantined" if p in quarantined else "catalogued" for p in manifest["source_path"]]
 
-    if any(o.written for o in outcomes):
-        os.sync()  # volumes reach the disk before the tables that reference them
+    _sync_volumes(wd, [t.volume_file for t, o in zip(tasks, outcomes, strict=True) if o.written])
     written = []
     tables = [
         (wd.scans_table, scans, None),
@@ -179,6 +188,7 @@ def _ingest_locked(
         unmatched_label_lines=joined.unmatched_label_lines,
         tables_written=written,
         timings=timings,
+        task_seconds=task_seconds,
     )
     log.info(
         "ingest: %d files (%d probed), %d scans catalogued, %d volumes written, quarantined %s; slowest file %.2f s",
@@ -190,6 +200,21 @@ def _ingest_locked(
         result.slowest_file_seconds,
     )
     return result
+
+
+def _sync_volumes(wd: Workdir, paths: list[str]) -> None:
+    """Volumes reach the disk before the tables that reference them. A few (one study being scored)
+    are fsync'ed with their folder: a system-wide ``sync`` would also wait for every other process's
+    dirty pages, a fixed cost per run on a busy machine. Many are synced at once."""
+    if len(paths) > SYNC_EACH_UP_TO:
+        os.sync()
+        return
+    for path in [*paths, str(wd.volumes)] if paths else []:  # the folder: the renames that put them there
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _remove_stale_volumes(wd: Workdir, keep: set[str]) -> None:

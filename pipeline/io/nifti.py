@@ -181,7 +181,7 @@ def write_volume(path: Path, volume: Volume) -> None:
 
     The header's ``descrip`` holds ``blake2b:<content hash>`` so that a re-run, even after a crash
     that lost the tables, recognises a volume that is already written. The file is not fsync'ed
-    here: ingest syncs once after writing all volumes and before writing the tables.
+    here: ingest syncs the volumes it wrote (:func:`pipeline.ingest.run._sync_volumes`) before writing the tables.
     """
     image = nib.Nifti1Image(volume.data, volume.affine)
     image.header["descrip"] = (HASH_PREFIX + volume.content_hash).encode()

@@ -3,8 +3,9 @@
 The champion is the registry's champion version: its fold models' mean probability (the ensemble the
 operating point was applied to on the test set), its preprocessing config and its pre-specified
 threshold. ``W/scoring/scores.parquet`` holds one row per (scan, model version): pseudonymous ids,
-the positive-class probability, the decision, the threshold and the version. A scan already scored
-by the current champion is skipped; a new champion scores it again (the old row stays, for audit).
+the positive-class probability, the decision, the threshold and the version (a folder of parts, one
+per call: :mod:`pipeline.scoring.table`). A scan already scored by the current champion is skipped;
+a new champion scores it again (the old row stays, for audit).
 ``W/scoring/overlays/<scan_id>_<version>.png`` is the ensemble's GradCAM over the scan.
 """
 
@@ -29,15 +30,11 @@ from pipeline.layout import Workdir
 from pipeline.locking import writes_workdir
 from pipeline.preprocess import preprocess_catalog
 from pipeline.registry import Registry
-from pipeline.storage import (
-    file_lock,
-    read_parquet,
-    write_bytes_if_changed,
-    write_parquet_if_changed,
-)
+from pipeline.scoring.table import SCORE_COLUMNS, ScoresTable
+from pipeline.storage import write_bytes_if_changed
 
 log = logging.getLogger(__name__)
-SCORE_COLUMNS = ["scan_id", "patient_id", "study_id", "probability", "decision", "threshold", "model_version"]
+__all__ = ["SCORE_COLUMNS", "Champion", "ScoreResult", "load_champion", "score_scans"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,8 @@ class ScoreResult:
     n_skipped: int  # already scored by this champion
     table: Path
     n_incompatible: int = 0  # scans of other dimensions than the champion reads (not scored)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: preprocess, inference, overlays, ...
+    #: wall seconds per phase: preprocess, inference, overlays, outputs, table (the append to the scores table)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def load_champion(workdir: Path, device: str = "auto") -> Champion:
@@ -82,6 +80,7 @@ def score_scans(
     overlays: bool = True,
     scan_root: Path | None = None,
     on_scored: Callable[[pd.DataFrame], None] | None = None,
+    table: ScoresTable | None = None,
 ) -> ScoreResult:
     """Score catalogue rows ``scans`` (labels not needed) unless the champion already scored them.
 
@@ -89,19 +88,22 @@ def score_scans(
     scoring an inbox study uses its own intake folder); their preprocessing cache goes there too.
     Scans of other dimensions than the champion reads are counted in ``n_incompatible``, not scored.
     ``on_scored(rows)`` runs after the overlays and before the rows join the table, so that what it
-    writes (DICOM outputs) exists whenever the table says a scan is scored.
+    writes (DICOM outputs) exists whenever the table says a scan is scored. ``table``: the scores
+    table to check and append to, kept by a long-running scorer (it remembers what it has read).
     """
     champion = champion or load_champion(workdir)
     scan_root = scan_root or workdir
-    wd = Workdir(workdir)
-    table_path = wd.scores
+    table = table or ScoresTable(workdir)
+    table_path = table.path
     compatible = scans[scans["dims"].astype(int) == champion.dims]
-    existing = read_parquet(table_path)
-    done = set() if existing is None else set(existing.loc[existing["model_version"] == champion.version, "scan_id"])
+    clock = time.perf_counter()
+    done = table.scored(champion.version, compatible["scan_id"])
+    checked = time.perf_counter() - clock
     todo = compatible[~compatible["scan_id"].isin(done)]
     n_incompatible, n_skipped = len(scans) - len(compatible), len(compatible) - len(todo)
     if todo.empty:
-        return ScoreResult(pd.DataFrame(columns=SCORE_COLUMNS), n_skipped, table_path, n_incompatible)
+        empty = pd.DataFrame(columns=SCORE_COLUMNS)
+        return ScoreResult(empty, n_skipped, table_path, n_incompatible, {"table": checked})
     pre = champion.models[0].preprocess
     clock = time.perf_counter()
     index = preprocess_catalog(scan_root, pre, scans=todo.assign(label=0)).index
@@ -141,19 +143,18 @@ def score_scans(
     if on_scored is not None:
         on_scored(rows)
     seconds["outputs"] = time.perf_counter() - clock
-    with file_lock(wd.scores_lock):  # concurrent scoring runs append in turn
-        existing = read_parquet(table_path)
-        table = rows if existing is None else pd.concat([existing, rows], ignore_index=True)
-        table = table.drop_duplicates(["scan_id", "model_version"], keep="last")
-        write_parquet_if_changed(table_path, table.sort_values(["scan_id", "model_version"]).reset_index(drop=True))
+    clock = time.perf_counter()
+    written = table.append(rows)  # one part; concurrent scoring runs append in turn
+    seconds["table"] = checked + time.perf_counter() - clock
+    n_skipped += len(rows) - len(written)  # scored by another run meanwhile: its rows are in the table
     log.info(
         "scored %d scans with %s (%d already scored, %d of other dimensions)",
-        len(rows),
+        len(written),
         champion.version,
         n_skipped,
         n_incompatible,
     )
-    return ScoreResult(rows, n_skipped, table_path, n_incompatible, seconds)
+    return ScoreResult(written.reset_index(drop=True), n_skipped, table_path, n_incompatible, seconds)
 
 
 def _overlay(

@@ -5,7 +5,10 @@ into its own intake work folder ``W/scoring/intake/<study key>/`` (so that studi
 parallel never write the same tables), with the project's pseudonymisation secret, so that its
 ``scan_id``/``patient_id``/``study_id`` equal what a training ingest of the same files would give.
 Unreadable or broken files are quarantined there with a reason (``quarantine.parquet``) and the
-rest of the study is scored. Scores join ``W/scoring/scores.parquet``.
+rest of the study is scored. Scores join ``W/scoring/scores.parquet`` (one part per study).
+
+A long-running process scores one study after another through a :class:`pipeline.scoring.scorer.Scorer`,
+which keeps the champion, the isolated ingest workers and the scores table's index warm between them.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from pipeline.evaluate.classes import positive_class
 from pipeline.ingest import IngestConfig, ingest
 from pipeline.layout import Workdir
 from pipeline.locking import writes_workdir
+from pipeline.parallel import WorkerPool
 from pipeline.scoring.dicom_out import (
     ScoredScan,
     read_source_headers,
     write_score_outputs,
 )
 from pipeline.scoring.score import Champion, load_champion, score_scans
-from pipeline.storage import read_parquet
+from pipeline.scoring.table import ScoresTable
 
 log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -52,9 +56,9 @@ class StudyScoring:
     quarantine_by_reason: dict[str, int]
     dicom_outputs: list[Path] = field(default_factory=list)
     n_without_dicom_source: int = 0  # scored scans that came from NIfTI: no SR/SC can reference a study
-    seconds: dict[str, float] = field(
-        default_factory=dict
-    )  # wall time: ingest, preprocess, inference, overlays, outputs
+    #: wall seconds: ingest (of which ingest_tasks: the isolated workers' reading and building), preprocess,
+    #: inference, overlays, outputs, table (the scores table's check and append)
+    seconds: dict[str, float] = field(default_factory=dict)
     dicom_failures: dict[str, str] = field(default_factory=dict)  # scan_id -> error type: scored, but no SR/SC
     champion_dims: int = 2
 
@@ -78,27 +82,32 @@ def score_study(
     champion: Champion | None = None,
     overlays: bool = True,
     workers: int | None = None,
+    pool: WorkerPool | None = None,
+    table: ScoresTable | None = None,
 ) -> StudyScoring:
     """Ingest the study ``folder`` (read only) and score its scans with the champion.
 
     ``outbox`` receives a DICOM SR per scored scan and, with ``overlays``, a Secondary Capture of
     its GradCAM overlay. Re-running on an unchanged folder with the same champion does nothing.
+    ``pool`` (warm isolated ingest workers, with the ingest's default limits) and ``table`` are what a
+    :class:`pipeline.scoring.scorer.Scorer` keeps between studies; by default they are made for this call.
     """
     champion = champion or load_champion(workdir)
     wd = Workdir(workdir)
     seed = load_secret(secret, wd.secret_file)
     intake = wd.intake(key)
     clock = time.perf_counter()
-    result = ingest(IngestConfig(source=folder, workdir=intake.root, secret=seed.decode(), workers=workers))
+    config = IngestConfig(source=folder, workdir=intake.root, secret=seed.decode(), workers=workers)
+    result = ingest(config, pool=pool)
     ingest_seconds = time.perf_counter() - clock
     catalog = pd.read_parquet(intake.catalog)
-    manifest = pd.read_parquet(intake.manifest)
+    manifest = pd.read_parquet(intake.manifest) if outbox is not None else None  # source files: for the outputs
     written: list[Path] = []
     no_source = Counter[str]()
     failures: dict[str, str] = {}
 
     def write_outputs(rows: pd.DataFrame) -> None:
-        if outbox is None:
+        if outbox is None or manifest is None:
             return
         for row in rows.itertuples(index=False):
             members = manifest.loc[
@@ -128,9 +137,10 @@ def score_study(
                 continue
             written.extend(p for p in (out.sr, out.sc) if p is not None)
 
-    scored = score_scans(workdir, catalog, champion, overlays, scan_root=intake.root, on_scored=write_outputs)
-    quarantine = read_parquet(intake.quarantine)
-    reasons = dict(sorted(Counter(quarantine["reason"]).items())) if quarantine is not None else {}
+    scored = score_scans(
+        workdir, catalog, champion, overlays, scan_root=intake.root, on_scored=write_outputs, table=table
+    )
+    reasons = result.quarantine_by_reason  # what intake.quarantine holds, by reason
     log.info(
         "study %s: %d files, %d scans, %d scored, %d already scored, quarantined %s",
         key,
@@ -151,7 +161,7 @@ def score_study(
         reasons,
         written,
         no_source["nifti"],
-        {"ingest": ingest_seconds, **scored.seconds},
+        {"ingest": ingest_seconds, "ingest_tasks": result.task_seconds, **scored.seconds},
         failures,
         champion.dims,
     )

@@ -45,7 +45,10 @@ def add_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, spec
 
 
 def add_settings(
-    parser: argparse.ArgumentParser, *groups: type, profile: str = "default", skip: tuple[str, ...] = ()
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *groups: type,
+    profile: str = "default",
+    skip: tuple[str, ...] = (),
 ) -> None:
     """Add the CLI settings of ``groups`` to ``parser`` (each flag once; ``skip`` names public names not to add)."""
     seen = {action.dest for action in parser._actions}

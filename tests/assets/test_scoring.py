@@ -13,6 +13,7 @@ import pytest
 
 import assets.scoring
 from assets.definitions import defs
+from assets.pacs import PacsConnection
 from assets.resources import PseudonymSecret, ScanLensProject
 from assets.scoring import INBOX_STUDIES, ScoringInbox, inbox_sensor, scan_scores
 from pipeline.deid import Pseudonymizer
@@ -31,7 +32,8 @@ class Clock:
 
 def _resources(workdir: Path, inbox: Path, stable: float = 60) -> dict[str, object]:
     return {"project": ScanLensProject(workdir=str(workdir)), "secret": PseudonymSecret(),
-            "inbox": ScoringInbox(inbox=str(inbox), outbox=str(inbox.parent / "outbox"), stable_seconds=stable)}
+            "inbox": ScoringInbox(inbox=str(inbox), outbox=str(inbox.parent / "outbox"), stable_seconds=stable),
+            "pacs": PacsConnection()}
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pandas as pd
 import pydicom
 import pytest
 
+from assets.pacs import PacsConnection
 from assets.resources import PseudonymSecret, ScanLensProject
 from assets.scoring import INBOX_STUDIES, ScoringInbox, inbox_sensor, scan_scores
 from tests.conftest import make_inbox
@@ -31,7 +32,7 @@ def test_no_identifier_leaves_scoring_except_in_the_dicom_outputs(
     assert set().union(*find_canaries(inbox, canaries).values()) >= set(canaries) - set(folder_names)
     outbox = tmp_path / "outbox"
     resources = {"project": ScanLensProject(workdir=str(workdir)), "secret": PseudonymSecret(),
-                 "inbox": ScoringInbox(inbox=str(inbox), outbox=str(outbox), stable_seconds=0)}
+                 "inbox": ScoringInbox(inbox=str(inbox), outbox=str(outbox), stable_seconds=0), "pacs": PacsConnection()}
     with caplog.at_level(logging.DEBUG), dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance=instance, resources=resources)
         tick = inbox_sensor(context)

@@ -15,6 +15,7 @@ import pipeline.settings
 from assets.evaluation import CVEvaluationConfig, CVFoldsConfig
 from assets.ingest import ScanCatalogConfig
 from assets.interpretability import SaliencyConfig
+from assets.pacs import PacsConnection
 from assets.scoring import ScanScoresConfig
 from assets.training import ModelInputConfig, TrainedModelConfig
 from pipeline.cli import _parser
@@ -25,6 +26,7 @@ from pipeline.settings.cli import from_args
 from pipeline.settings.evaluate import CVSettings, EvaluationSettings
 from pipeline.settings.explain import AttributionConfig, ExplainSettings
 from pipeline.settings.ingest import IngestSettings
+from pipeline.settings.pacs import PacsAuthSettings, PacsSendSettings
 from pipeline.settings.preprocess import PreprocessSettings
 from pipeline.settings.score import ScoreSettings
 from pipeline.settings.train import TrainConfig
@@ -41,6 +43,8 @@ WHERE: dict[type, tuple[tuple[str, ...], tuple[type, ...]]] = {
     ExplainSettings: (("explain",), (SaliencyConfig,)),
     AttributionConfig: (("explain",), (SaliencyConfig,)),
     ScoreSettings: (("score",), (ScanScoresConfig,)),
+    PacsAuthSettings: (("score", "fetch"), (PacsConnection,)),
+    PacsSendSettings: (("score",), (PacsConnection,)),
 }
 #: Settings that are deliberately not on both sides, and why.
 EXCEPTIONS = {
