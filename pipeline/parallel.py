@@ -158,7 +158,7 @@ class WorkerPool:
     """Isolated workers (:func:`_limit_worker`) kept across :func:`isolated_map` calls; started on first use.
 
     ``workers`` processes under ``limits``; each is replaced after ``max_tasks`` chunks (so that what a
-    decoder leaks stays bounded) and whenever one dies. Thread-safe; :meth:`close` (or the ``with``
+    decoder leaks stays bounded; 0: never) and whenever one dies. Thread-safe; :meth:`close` (or the ``with``
     block's end) stops the workers, and the interpreter's exit does too.
     """
 
@@ -243,7 +243,6 @@ def isolated_map(
     chunksize = max(1, chunksize)
     chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
     results: list[Timed[R] | None] = [None] * len(items)
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     n_workers = max(1, min(workers, len(chunks)))
 
     def settle(index: int, value: R | TaskFailure, seconds: float) -> None:
@@ -252,13 +251,10 @@ def isolated_map(
         results[index] = Timed(value, seconds)
 
     with (
-        nullcontext(pool.pool())
-        if pool is not None
-        else ProcessPool(
-            max_workers=n_workers, initializer=_limit_worker, initargs=(limits.memory_mb,), context=context
-        ) as workers_pool,
+        nullcontext(pool) if pool is not None else WorkerPool(n_workers, limits, max_tasks=0) as warm,
         tqdm(total=len(items), desc=desc, unit="item", disable=None, leave=False) as bar,
     ):
+        workers_pool = warm.pool()
 
         def submit(chunk: list[T]) -> ProcessFuture:
             return workers_pool.schedule(

@@ -32,19 +32,26 @@ REQUIRED_COLUMNS = ("scan_ref", "label")
 SPLITS = ("train", "val", "test")
 
 
+def commented_csv(path: Path, what: str) -> tuple[str, int]:
+    """The text of the CSV file ``path`` after its leading ``#`` comment lines, and how many there were
+    (so that line numbers in messages are the file's). A missing file is a :class:`UserInputError`
+    naming ``what``."""
+    if not path.is_file():
+        raise UserInputError(f"{what} not found: {path}")
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    skipped = 0
+    while skipped < len(lines) and lines[skipped].lstrip().startswith("#"):
+        skipped += 1
+    return "\n".join(lines[skipped:]), skipped
+
+
 def read_labels(path: Path) -> pd.DataFrame:
     """Read and validate a labels CSV; columns ``line, scan_ref, label, split, patient_id``.
 
     Raises :class:`UserInputError` for a missing file, missing columns, non-integer labels,
     unknown split names or contradictory rows for one scan.
     """
-    if not path.is_file():
-        raise UserInputError(f"labels file not found: {path}")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    skipped = 0
-    while skipped < len(lines) and lines[skipped].lstrip().startswith("#"):
-        skipped += 1
-    body = "\n".join(lines[skipped:])
+    body, skipped = commented_csv(path, "labels file")
     if not body.strip():
         raise UserInputError(f"labels file is empty: {path}")
     frame = pd.read_csv(io.StringIO(body), dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL)

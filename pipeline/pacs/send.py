@@ -219,6 +219,8 @@ def _send_to(
     report = SendReport()
     retry = sorted(outbox.failed.glob("*.dcm")) if outbox.failed.is_dir() else []
     candidates = {p.name: p for p in [*objects, *retry]}  # a name in both: the same object
+    if not candidates:
+        return report  # nothing new, nothing waiting: the ledger need not be read
     done = sent_uids(outbox, destination.label)
     pending: dict[str, tuple[Path, Dataset]] = {}
     for name, path in sorted(candidates.items()):
@@ -290,10 +292,11 @@ def _keep_failure(outbox: Outbox, path: Path, name: str, destination: str, reaso
 
 def _clear_delivered(outbox: Outbox, destinations: list[str]) -> None:
     """Remove from ``failed/`` what every destination has acknowledged."""
-    if not outbox.failed.is_dir() or not destinations:
+    waiting = sorted(outbox.failed.glob("*.dcm")) if outbox.failed.is_dir() else []
+    if not waiting or not destinations:
         return
     done = [sent_uids(outbox, d) for d in destinations]
-    for path in sorted(outbox.failed.glob("*.dcm")):
+    for path in waiting:
         ds = _read(path)
         if ds is not None and all(str(ds.get("SOPInstanceUID", "")) in uids for uids in done):
             path.unlink()

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import UserInputError
-from pipeline.ingest.labels import SPLITS, read_labels
+from pipeline.ingest.labels import SPLITS, commented_csv, read_labels
 from pipeline.storage import atomic_write_bytes
 
 UID_COLUMN = "StudyInstanceUID"
@@ -53,13 +53,8 @@ class StudyRow:
 
 def read_study_list(path: Path) -> list[StudyRow]:
     """The studies of ``path`` in file order (duplicates once), or a one-line :class:`UserInputError`."""
-    if not path.is_file():
-        raise UserInputError(f"study list not found: {path}")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    skipped = 0
-    while skipped < len(lines) and lines[skipped].lstrip().startswith("#"):
-        skipped += 1
-    reader = csv.DictReader(io.StringIO("\n".join(lines[skipped:])))
+    body, skipped = commented_csv(path, "study list")
+    reader = csv.DictReader(io.StringIO(body))
     columns = [c.strip() for c in reader.fieldnames or []]
     if UID_COLUMN not in columns:
         raise UserInputError(f"study list {path.name} lacks the column {UID_COLUMN}; it has: {', '.join(columns)}")

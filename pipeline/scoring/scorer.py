@@ -27,12 +27,11 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from pipeline.parallel import WorkerPool
 from pipeline.registry import Registry
-from pipeline.scoring.score import Champion, ScoreResult, load_champion, score_scans
+from pipeline.scoring.score import Champion, load_champion
 from pipeline.scoring.study import StudyScoring, score_study
 from pipeline.scoring.table import ScoresTable
 from pipeline.settings.ingest import IngestSettings
@@ -107,11 +106,6 @@ class Scorer:
                 pool=self.pool,
                 table=self.table,
             )
-
-    def score_scans(self, scans: pd.DataFrame, overlays: bool = True, scan_root: Path | None = None) -> ScoreResult:
-        """:func:`pipeline.scoring.score.score_scans` with the warm champion and table."""
-        with self._guard:
-            return score_scans(self.workdir, scans, self.champion, overlays, scan_root, table=self.table)
 
     def close(self) -> None:
         """Stop the isolated ingest workers (started again if the scorer is used afterwards)."""
