@@ -42,6 +42,24 @@ class LoadedModel:
     def model_id(self) -> str:
         return str(self.card["model_id"])
 
+    @property
+    def tta_flips(self) -> bool:
+        """Test-time flips (``TrainConfig.tta_flips``, recorded in the card's hyperparameters)."""
+        return bool(self.card["hyperparameters"].get("tta_flips", False))
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities of a batch on the model's device: the mean over the batch and its flip
+        along each spatial axis when the model was trained with ``tta_flips``."""
+        views = [images]
+        if self.tta_flips:
+            views += [torch.flip(images, dims=(axis,)) for axis in range(2, images.ndim)]
+        outputs = []
+        for view in views:
+            with self.device.autocast():
+                logits = self.model(view)
+            outputs.append(torch.softmax(logits.float(), dim=1))
+        return torch.stack(outputs).mean(0)
+
 
 def preprocess_config_from_card(card: dict[str, Any]) -> PreprocessConfig:
     """The :class:`PreprocessConfig` a model card records (lists back to tuples)."""
@@ -94,9 +112,7 @@ def predict_ensemble(models: list[LoadedModel], workdir: Path, index: pd.DataFra
                 images = source.to(
                     dev.device, non_blocking=dev.non_blocking, memory_format=dev.memory_format(loaded.preprocess.dims)
                 )
-                with dev.autocast():
-                    logits = loaded.model(images)
-                total = total + torch.softmax(logits.float(), dim=1).cpu().numpy()
+                total = total + loaded.probabilities(images).cpu().numpy()
             out.append(np.asarray(total) / len(models))
     return np.concatenate(out).astype(np.float64)
 

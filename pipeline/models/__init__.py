@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.models.classifier import build_classifier
+from pipeline.models.classifier import add_head_dropout, build_classifier
 from pipeline.models.inflate import (
     Inflation,
     final_feature_shape,
@@ -17,6 +17,7 @@ __all__ = [
     "Classifier",
     "Inflation",
     "WeightsSource",
+    "add_head_dropout",
     "build_classifier",
     "build_resnet50",
     "final_feature_shape",

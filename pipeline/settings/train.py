@@ -31,6 +31,14 @@ class TrainConfig:
     patience: int = setting(5, "epochs without a better validation score before early stopping")
     grad_accumulation: int = setting(1, "batches per optimiser step (for large 3D volumes)")
     class_weighting: bool = setting(True, "weight the loss by inverse class frequency in the training set")
+    label_smoothing: float = setting(0.0, "cross-entropy label smoothing (0: hard labels)")
+    ema_decay: float = setting(
+        0.0, "exponential moving average of the weights per optimiser step (0: off); validation and weights use it"
+    )
+    head_dropout: float = setting(0.0, "dropout probability on the pooled features before the head")
+    tta_flips: bool = setting(
+        False, "predict as the mean over the image and its flip along each spatial axis (test-time augmentation)"
+    )
     weights: str | None = setting(
         None,
         "ImageNet weights: a torchvision .pth path, or 'imagenet' for the torch hub cache; none = random init",
@@ -53,6 +61,8 @@ class TrainConfig:
             raise UserInputError("epochs, batch size and gradient accumulation must be at least 1")
         if self.lr <= 0 or not 0 < self.val_fraction < 1:
             raise UserInputError("learning rate must be positive and val_fraction between 0 and 1")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.ema_decay < 1 or not 0 <= self.head_dropout < 1:
+            raise UserInputError("label smoothing, EMA decay and head dropout must be in [0, 1)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserInputError("device must be auto, cpu or cuda")
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -51,7 +52,9 @@ class Optimisation:
     """The loss and the optimiser state of one run (everything but the network that a checkpoint resumes).
 
     ``backbone`` holds the non-head parameters (frozen during head-only epochs); they learn at
-    ``lr * backbone_factor``, and the head (``optimizer.param_groups[1]``) at ``lr``.
+    ``lr * backbone_factor``, and the head (``optimizer.param_groups[1]``) at ``lr``. ``ema`` is the
+    exponential moving average of the weights (and BatchNorm buffers), updated after every optimiser
+    step, when ``TrainConfig.ema_decay`` is set; validation and the saved weights then use it.
     """
 
     loss_fn: nn.Module
@@ -60,6 +63,12 @@ class Optimisation:
     scaler: torch.amp.GradScaler
     backbone: list[nn.Parameter]
     backbone_factor: float
+    label_smoothing: float = 0.0
+    ema: AveragedModel | None = None
+
+    def evaluated(self, model: nn.Module) -> nn.Module:
+        """What validation scores and the weights file keeps: the EMA of ``model`` when there is one."""
+        return self.ema.module if self.ema is not None else model
 
     @property
     def head_lr(self) -> float:
@@ -70,7 +79,9 @@ class Optimisation:
         global batch's summed class weights (times the world size, which DDP's average divides out).
         In one process: the weighted mean of :class:`torch.nn.CrossEntropyLoss`."""
         weight = getattr(self.loss_fn, "weight", None)
-        per_image = F.cross_entropy(logits, labels, weight=weight, reduction="none")
+        per_image = F.cross_entropy(
+            logits, labels, weight=weight, reduction="none", label_smoothing=self.label_smoothing
+        )
         norm = weight[labels].sum() if weight is not None else per_image.new_tensor(float(len(labels)))
         if world.distributed:
             norm = all_reduce_sum(world, norm) / world.world_size
@@ -104,7 +115,12 @@ def build_optimisation(
         optimizer, WarmupCosine(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
     )
     scaler = torch.amp.GradScaler(dev.device.type, enabled=dev.needs_scaler)
-    return Optimisation(loss_fn, optimizer, scheduler, scaler, backbone, backbone_factor)
+    ema = (
+        AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay > 0
+        else None
+    )
+    return Optimisation(loss_fn, optimizer, scheduler, scaler, backbone, backbone_factor, cfg.label_smoothing, ema)
 
 
 @dataclass(frozen=True)
@@ -154,6 +170,8 @@ def train_epoch(
             opt.scaler.update()
             opt.optimizer.zero_grad(set_to_none=True)
             opt.scheduler.step()
+            if opt.ema is not None:
+                opt.ema.update_parameters(network)
             steps += 1
         total_loss += float(loss.detach()) * len(labels)
         seen += len(labels)

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from pipeline.errors import UserInputError
 from pipeline.layout import ModelFiles, Workdir
 from pipeline.locking import workdir_lock
-from pipeline.models import Classifier, build_classifier, min_batch_size
+from pipeline.models import Classifier, add_head_dropout, build_classifier, min_batch_size
 from pipeline.preprocess import (
     AugmentConfig,
     PreprocessConfig,
@@ -261,6 +261,8 @@ def _setup(
         files.root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone (not on what preprocessing drew)
     classifier = build_classifier(len(data.classes), pre, cfg.weights, cfg.inflation, cfg.depth_kernel)
+    if cfg.head_dropout > 0:
+        add_head_dropout(classifier.network, cfg.head_dropout)
     needed = min_batch_size(classifier.network, pre.input_size, pre.in_channels)
     synchronised = sync_bn and world.distributed
     seen_by_batchnorm = cfg.batch_size if synchronised else per_rank_batch
@@ -326,6 +328,8 @@ def _resume(setup: Setup, log: logging.Logger | Any) -> Progress:
     setup.opt.optimizer.load_state_dict(saved["optimizer"])
     setup.opt.scheduler.load_state_dict(saved["scheduler"])
     setup.opt.scaler.load_state_dict(saved["scaler"])
+    if setup.opt.ema is not None:
+        setup.opt.ema.load_state_dict(saved["ema"])
     restore_rng(saved["rng"])
     state = Progress.from_dict(saved["loop"])
     if setup.world.is_main:
@@ -355,7 +359,8 @@ def _epoch(
         world,
     )
     state.step += stats.steps
-    val_loss, val_auroc = validate(setup.model, setup.val_loader, setup.opt.loss_fn, setup.dev, pre.dims, world)
+    evaluated = setup.opt.evaluated(setup.model)
+    val_loss, val_auroc = validate(evaluated, setup.val_loader, setup.opt.loss_fn, setup.dev, pre.dims, world)
     record = {
         "epoch": epoch + 1,
         "train_loss": stats.train_loss,
@@ -369,9 +374,9 @@ def _epoch(
     improved = state.observe(record)
     if not world.is_main:
         return
-    if improved:
-        _save_weights(setup.files.weights, setup.network)
     opt = setup.opt
+    if improved:
+        _save_weights(setup.files.weights, opt.evaluated(setup.network))
     save_checkpoint(
         setup.files.checkpoint,
         {
@@ -379,6 +384,7 @@ def _epoch(
             "optimizer": opt.optimizer.state_dict(),
             "scheduler": opt.scheduler.state_dict(),
             "scaler": opt.scaler.state_dict(),
+            **({"ema": opt.ema.state_dict()} if opt.ema is not None else {}),
             "rng": rng_state(),
             "loop": state.as_dict(),
             "sampler": {"seed": cfg.seed * 7919, "epoch": epoch, "world_size": world.world_size},
