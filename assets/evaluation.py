@@ -220,4 +220,6 @@ def cv_evaluation(config: CVEvaluationConfig, project: ScanLensProject) -> dg.Ma
     if "ece" in m["oof"]:
         metadata["oof_ece"] = m["oof"]["ece"]
         metadata["oof_brier"] = m["oof"]["brier"]
+    baseline = m.get("baseline") or {}
+    metadata["pixel_baseline"] = baseline.get("statement") or baseline.get("note") or "not computed"
     return dg.MaterializeResult(metadata=metadata)

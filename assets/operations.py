@@ -2,7 +2,7 @@
 
 ``model_version`` registers the evaluation as a challenger in ``W/registry/`` and runs the gate as
 its blocking check ``challenger_passes_gate`` (non-inferior on pooled OOF AUROC against the
-champion, every saliency sanity check passed); ``champion_model`` promotes it, so a challenger that
+champion, above its pixel baseline's pooled OOF AUROC, every saliency sanity check passed); ``champion_model`` promotes it, so a challenger that
 fails never becomes champion: it stays registered as rejected, with the reason in the check's
 description and in ``W/registry/history.jsonl``. The version keeps the review-board PDF that the
 latest ``interpretability_report`` materialisation recorded (its ``pdf`` metadata), never a guess by
@@ -23,6 +23,7 @@ from assets.resources import ScanLensProject
 from pipeline.layout import Workdir
 from pipeline.registry import Registry
 from pipeline.registry.decide import decide_challenger, promote_if_accepted
+from pipeline.scoring.drift import read_drift, summary
 
 #: Cron of the retraining schedule (``$SCANLENS_RETRAIN_CRON``; default Mondays 03:00).
 RETRAIN_CRON = os.environ.get("SCANLENS_RETRAIN_CRON", "0 3 * * 1")
@@ -31,6 +32,11 @@ RETRAIN_CRON = os.environ.get("SCANLENS_RETRAIN_CRON", "0 3 * * 1")
 class GateConfig(dg.Config):
     delta: float = Field(default=0.02, description="non-inferiority margin on OOF AUROC (challenger - champion)")
     n_resamples: int = Field(default=2000, description="paired patient-level bootstrap resamples")
+    require_beats_baseline: bool = Field(
+        default=True,
+        description="refuse a challenger whose pooled OOF AUROC is not above its pixel baseline's "
+        "(metrics.json 'baseline'); switch off only to test unrelated behaviour",
+    )
 
 
 @dg.asset(
@@ -44,7 +50,7 @@ class GateConfig(dg.Config):
             asset="model_version",
             blocking=True,
             description="non-inferior to the champion (paired patient bootstrap, "
-            "lower CI bound > -delta) and every saliency sanity check passed",
+            "lower CI bound > -delta), beats its pixel baseline on OOF AUROC, and every saliency sanity check passed",
         )
     ],
 )
@@ -55,7 +61,13 @@ def model_version(
     registry version (the challenger), with the gate's decision against the champion."""
     report = recorded_report(context, project)
     with user_errors_are_final():
-        entry, decision = decide_challenger(project.workdir_path, report, config.delta, config.n_resamples)
+        entry, decision = decide_challenger(
+            project.workdir_path,
+            report,
+            config.delta,
+            config.n_resamples,
+            require_beats_baseline=config.require_beats_baseline,
+        )
     return dg.MaterializeResult(
         metadata={
             "version": entry.version,
@@ -63,6 +75,7 @@ def model_version(
             "gate": decision.reason,
             "gate_figures": dg.MetadataValue.json(decision.figures),
             "oof_auroc": entry.record["oof_auroc"],
+            "champion_score_drift": drift_at_retraining(context, project),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -74,6 +87,15 @@ def model_version(
             )
         ],
     )
+
+
+def drift_at_retraining(context: dg.AssetExecutionContext, project: ScanLensProject) -> str:
+    """The score drift of the champion this challenger would replace (``W/scoring/drift.json``, which
+    ``score_drift`` refreshes early in the same run), as one line, also logged: why retraining is due."""
+    record = read_drift(project.workdir_path)
+    line = summary(record) if record is not None else "no score drift record (score_drift not materialised)"
+    context.log.info(line)
+    return line
 
 
 def recorded_report(context: dg.AssetExecutionContext, project: ScanLensProject) -> Path | None:

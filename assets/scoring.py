@@ -115,7 +115,8 @@ def scan_scores(
     pacs: PacsConnection,
 ) -> dg.MaterializeResult:
     """Scores of one inbox study's scans by the champion (``W/scoring/scores.parquet``): pseudonymous ids,
-    probability, decision at the champion's operating point, model version; a GradCAM overlay per scan;
+    calibrated probability, uncertainty (fold-ensemble spread), decision (positive, negative or refer, with
+    the reason), model version; a GradCAM overlay per scan;
     a DICOM SR and Secondary Capture per scan in the outbox, filed into the source study.
 
     The study is ingested and de-identified like any source (unreadable files are quarantined with a
@@ -150,7 +151,8 @@ def scan_scores(
             len(sent.failed),
             sent.summary()["failed_by_reason"],
         )
-    table = done.scores[["scan_id", "probability", "decision"]].to_markdown(index=False) if len(done.scores) else ""
+    shown = ["scan_id", "probability", "uncertainty", "decision", "refer_reason"]
+    table = done.scores[shown].to_markdown(index=False) if len(done.scores) else ""
     return dg.MaterializeResult(
         metadata={
             "model_version": done.model_version,

@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pipeline import __version__
 from pipeline.errors import DistributedRunError, UserInputError
@@ -24,6 +24,7 @@ from pipeline.settings import MODEL_KINDS, PROFILES, dims_of
 from pipeline.settings.augment import AugmentConfig
 from pipeline.settings.cli import add_settings, from_args
 from pipeline.settings.distributed import DistributedSettings
+from pipeline.settings.drift import DriftSettings
 from pipeline.settings.evaluate import CVSettings, EvaluationSettings
 from pipeline.settings.explain import AttributionConfig, ExplainSettings
 from pipeline.settings.ingest import IngestSettings
@@ -70,6 +71,7 @@ def _parser(profile: str = "default") -> argparse.ArgumentParser:
         _add_report,
         _add_registry,
         _add_score,
+        _add_drift,
         _add_status,
         _add_listen,
         _add_fetch,
@@ -231,8 +233,8 @@ def _add_score(commands: Commands, profile: str) -> None:
         help="score the studies in an inbox folder with the champion (what the Dagster sensor does)",
         description="Each top-level folder of INBOX is one study (any layout inside). Every study is ingested and "
         "de-identified into W/scoring/intake/<key>/ (unreadable files are quarantined there with a reason), scored "
-        "with the registry's champion into W/scoring/scores.parquet (pseudonymous ids, probability, decision at the "
-        "champion's operating point, model version) with a GradCAM overlay in W/scoring/overlays/, and, with --out, "
+        "with the registry's champion into W/scoring/scores.parquet (pseudonymous ids, calibrated probability, "
+        "uncertainty, decision: positive, negative or refer with its reason, model version) with a GradCAM overlay in W/scoring/overlays/, and, with --out, "
         "a DICOM Comprehensive SR and a Secondary Capture of the overlay per scan are written to OUTBOX. Scans "
         "already scored by the current champion are skipped. INBOX is never modified.",
     )
@@ -251,6 +253,19 @@ def _add_score(commands: Commands, profile: str) -> None:
     add_settings(sc, ScoreSettings, profile=profile)
     pacs = sc.add_argument_group("sending results to the PACS (credentials from $SCANLENS_PACS_USER/_PASSWORD/_TOKEN)")
     add_settings(pacs, PacsSendSettings, PacsAuthSettings, profile=profile)
+
+
+def _add_drift(commands: Commands, profile: str) -> None:
+    dr = commands.add_parser(
+        "drift",
+        help="compare the champion's recent scores with its out-of-fold reference (what score_drift does)",
+        description="The champion's last --window scores in W/scoring/scores.parquet against the out-of-fold "
+        "predictions of its registry version: PSI of the probabilities, out-of-distribution flag rate, refer rate, "
+        "modality and manufacturer shares. Writes W/scoring/drift.json and two plots, and prints one line with the "
+        "verdict against the limits (exit 0 either way).",
+    )
+    dr.add_argument("--workdir", type=Path, required=True, help="work folder W (holds the registry and the scores)")
+    add_settings(dr, DriftSettings, profile=profile)
 
 
 def _add_listen(commands: Commands, profile: str) -> None:
@@ -433,8 +448,33 @@ def _evaluate(args: argparse.Namespace) -> int:
             + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else " (no CI)")
             + f", {block['n_scans']} scans of {block['n_patients']} patients"
         )
+    lines += _calibration_lines(m)
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def _calibration_lines(m: dict[str, Any]) -> list[str]:
+    """ECE before/after recalibration and the referral point of a binary evaluation's metrics."""
+    recal, before, after, referral = (
+        m.get(k) for k in ("recalibration", "calibration_before", "calibration_after", "referral")
+    )
+    if not recal or not before or not after:
+        return []
+    part = "test" if before.get("test") else "oof"
+    params = ", ".join(f"{k} {v:.3f}" for k, v in recal["params"].items())
+    lines = [
+        f"calibration: {recal['method']}{f' ({params})' if params else ''}; {part} ECE "
+        f"{before[part]['ece']:.4f} before, {after[part]['ece']:.4f} after"
+    ]
+    for name in ("oof", "test"):
+        block = (referral or {}).get(name)
+        if referral and block:
+            accuracy = block["accuracy_non_referred"]
+            lines.append(
+                f"referral {name}: {block['rate']:.1%} referred (target {referral['target_rate']:.0%}), accuracy "
+                f"{'n/a' if accuracy is None else f'{accuracy:.4f}'} on the rest vs {block['accuracy_all']:.4f} on all"
+            )
+    return lines
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -572,6 +612,14 @@ def _outbox_sender(outbox: Path | None, send: PacsSendSettings, auth: PacsAuthSe
 
     Destination.all_of(send)  # a malformed address or URL is a usage error before any scoring
     return _OutboxSender(outbox, send, auth)
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from pipeline.scoring.drift import measure_drift, summary
+
+    record = measure_drift(args.workdir, from_args(DriftSettings, args, args.profile))
+    sys.stdout.write(f"{summary(record)}\ndrift: {Workdir(args.workdir).drift}\n")
+    return 0
 
 
 def _network_pseudonymizer(args: argparse.Namespace) -> Pseudonymizer:
@@ -739,6 +787,7 @@ COMMANDS = {
     "report": _report,
     "registry": _registry,
     "score": _score,
+    "drift": _drift,
     "status": _status,
     "listen": _listen,
     "fetch": _fetch,

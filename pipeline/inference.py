@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -88,33 +88,75 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
     return LoadedModel(model, card, [int(c) for c in card["class_names"]], pre, dev)
 
 
-def predict_ensemble(models: list[LoadedModel], workdir: Path, index: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
-    """Mean softmax probabilities ``(n, n_classes)`` of ``models`` (one preprocessing, one class order)
-    for the rows of a preprocessed index (``cache_path`` relative to ``workdir``), in row order.
+@dataclass
+class MemberPredictions:
+    """Each model's (member's) outputs for the rows of a preprocessed index, in row order:
+    ``probabilities`` ``(K, n, n_classes)`` softmax (test-time flips applied where the model was
+    trained with them) and, when asked for, ``features``: each member's global-pooled penultimate
+    features ``(n, F)`` (the input of its ``fc`` layer, of the unflipped image)."""
 
-    Each batch of cached inputs is read once and goes through every model. Labels are not needed.
-    """
+    probabilities: np.ndarray
+    features: list[np.ndarray] | None
+
+
+def predict_members(
+    models: list[LoadedModel], workdir: Path, index: pd.DataFrame, batch_size: int = 64, features: bool = False
+) -> MemberPredictions:
+    """One forward pass per batch and member over the rows of a preprocessed index (``cache_path``
+    relative to ``workdir``). Each batch of cached inputs is read once and goes through every model;
+    with ``features`` a forward pre-hook on each ``fc`` catches its input on the same pass (scoring's
+    out-of-distribution check needs both). Labels are not needed."""
     if not models:
-        raise ValueError("predict_ensemble needs at least one model")
+        raise ValueError("predict_members needs at least one model")
     if any(m.classes != models[0].classes for m in models):
         raise UserInputError("the models of an ensemble must share their classes and class order")
-    if index.empty:
-        return np.zeros((0, len(models[0].classes)), dtype=np.float64)
+    heads = [cast(nn.Linear, m.model.get_submodule("fc")) for m in models]
+    probs: list[list[np.ndarray]] = [[] for _ in models]
+    feats: list[list[np.ndarray]] = [[] for _ in models]
+    captured: list[torch.Tensor] = []
+
+    def grab(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        captured.append(args[0].detach().float().flatten(1).cpu())
+
+    hooks = [head.register_forward_pre_hook(grab) for head in heads] if features else []
     paths = [workdir / p for p in index["cache_path"]]
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(paths), batch_size):
-            batch = torch.from_numpy(np.stack([np.load(p) for p in paths[start : start + batch_size]]))
-            total: np.ndarray | float = 0.0
-            for loaded in models:
-                dev = loaded.device
-                source = batch.pin_memory() if dev.pin_memory else batch
-                images = source.to(
-                    dev.device, non_blocking=dev.non_blocking, memory_format=dev.memory_format(loaded.preprocess.dims)
-                )
-                total = total + loaded.probabilities(images).cpu().numpy()
-            out.append(np.asarray(total) / len(models))
-    return np.concatenate(out).astype(np.float64)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(paths), batch_size):
+                batch = torch.from_numpy(np.stack([np.load(p) for p in paths[start : start + batch_size]]))
+                for j, loaded in enumerate(models):
+                    dev = loaded.device
+                    source = batch.pin_memory() if dev.pin_memory else batch
+                    images = source.to(
+                        dev.device,
+                        non_blocking=dev.non_blocking,
+                        memory_format=dev.memory_format(loaded.preprocess.dims),
+                    )
+                    captured.clear()
+                    probs[j].append(loaded.probabilities(images).cpu().numpy().astype(np.float64))
+                    if features:
+                        feats[j].append(captured[0].numpy().astype(np.float64))  # the unflipped view
+    finally:
+        for hook in hooks:
+            hook.remove()
+    n_classes = len(models[0].classes)
+    probabilities = np.stack([np.concatenate(parts) if parts else np.zeros((0, n_classes)) for parts in probs])
+    return MemberPredictions(
+        probabilities,
+        [
+            np.concatenate(parts) if parts else np.zeros((0, int(head.in_features)))
+            for parts, head in zip(feats, heads, strict=True)
+        ]
+        if features
+        else None,
+    )
+
+
+def predict_ensemble(models: list[LoadedModel], workdir: Path, index: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
+    """Mean softmax probabilities ``(n, n_classes)`` of ``models`` (one preprocessing, one class order)
+    for the rows of a preprocessed index (``cache_path`` relative to ``workdir``), in row order
+    (:func:`predict_members`, averaged)."""
+    return predict_members(models, workdir, index, batch_size).probabilities.mean(axis=0)
 
 
 def predict_probabilities(loaded: LoadedModel, workdir: Path, index: pd.DataFrame, batch_size: int = 64) -> np.ndarray:

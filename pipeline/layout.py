@@ -16,12 +16,14 @@ Nothing here creates folders except :meth:`Workdir.ensure`; writers create paren
       models/<model_id>/  weights.pt model_card.json checkpoint.pt history.json learning_curves.png
       evaluation/  folds.parquet folds.json oof_predictions.parquet test_predictions.parquet
                    metrics.json <plot>.png  fold_<k>/ fold.json predictions.parquet
+                   fingerprint.json fingerprint.npz (training data, for out-of-distribution checks)
       saliency/  cases.parquet sanity.json  <kind>_<k>_<scan_id>/<method>.png|.nii
       reports/scanlens_report_<hash>.pdf (+ .json sidecar)
       registry/  index.json history.jsonl versions/<v>/... decisions/<v>.json
       scoring/  scores.parquet/part-<stamp>.parquet  .scores.lock       the scores: a folder of parts
                 scores.migrating (an older single-file table, while it becomes the first part)
                 intake/<study key>/ (a work folder of its own)  overlays/<scan>_<v>.png
+                drift.json  drift_<plot>.png                         the champion's score drift
 
     <outbox>/  <scan>_<v>_sr.dcm  <scan>_<v>_sc.dcm    DICOM outputs for a PACS (a folder outside W)
                sent.jsonl                              what was sent where, by SOP Instance UID
@@ -207,6 +209,16 @@ class VersionFiles:
     def oof_predictions(self) -> Path:
         return self.root / "oof_predictions.parquet"
 
+    @property
+    def fingerprint(self) -> Path:
+        """The training data's fingerprint (:mod:`pipeline.evaluate.fingerprint`), when it was evaluated with one."""
+        return self.root / "fingerprint.json"
+
+    @property
+    def fingerprint_arrays(self) -> Path:
+        """The fingerprint's embedding statistics (``.npz``, read with ``allow_pickle=False``)."""
+        return self.root / "fingerprint.npz"
+
 
 @dataclass(frozen=True)
 class Workdir:
@@ -329,6 +341,16 @@ class Workdir:
     def plot(self, name: str) -> Path:
         return self.evaluation / f"{name}.png"
 
+    @property
+    def fingerprint(self) -> Path:
+        """The training data's fingerprint for out-of-distribution checks (:mod:`pipeline.evaluate.fingerprint`)."""
+        return self.evaluation / "fingerprint.json"
+
+    @property
+    def fingerprint_arrays(self) -> Path:
+        """The fingerprint's embedding statistics per fold model (``.npz``)."""
+        return self.evaluation / "fingerprint.npz"
+
     #: Evaluation files a registry version keeps.
     REGISTERED_EVALUATION = ("metrics.json", "oof_predictions.parquet", "folds.parquet")
 
@@ -414,3 +436,16 @@ class Workdir:
 
     def overlay(self, scan_id: str, version: str) -> Path:
         return self.scoring / "overlays" / f"{scan_id}_{version}.png"
+
+    @property
+    def intakes(self) -> Path:
+        """The folder of every :meth:`intake` work folder."""
+        return self.scoring / "intake"
+
+    @property
+    def drift(self) -> Path:
+        """The champion's recent scores against its OOF reference (:mod:`pipeline.scoring.drift`)."""
+        return self.scoring / "drift.json"
+
+    def drift_plot(self, name: str) -> Path:
+        return self.scoring / f"drift_{name}.png"

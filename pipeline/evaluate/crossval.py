@@ -2,8 +2,10 @@
 
 Fold ``k``'s model trains on the other folds (early stopping on a seeded patient-grouped share of
 them; the trainer fits class weights on its training scans only) and then predicts fold ``k``
-(out-of-fold) and the held-out test set. Results: ``W/evaluation/fold_<k>/predictions.parquet``
-(``scan_id``, ``patient_id``, ``label``, ``fold``, ``role`` = ``oof`` | ``test``, ``prob_<class>``)
+(out-of-fold), the held-out test set, and the other folds' scans it trained on (role ``insample``:
+only for the fold ensemble's spread on out-of-fold scans, :mod:`pipeline.evaluate.calibrated`; never
+for a metric). Results: ``W/evaluation/fold_<k>/predictions.parquet`` (``scan_id``, ``patient_id``,
+``label``, ``fold`` (the scan's fold), ``role`` = ``oof`` | ``test`` | ``insample``, ``prob_<class>``)
 and ``fold.json``, which records the model, its settings and the fold assignment it belongs to.
 """
 
@@ -111,9 +113,10 @@ def _predict_fold(
         "best_val_auroc": result.card["validation"]["best_auroc"],
         "n_train": len(training),
         "n_train_patients": int(training["patient_id"].nunique()),
+        "predicted_roles": ["oof", "test", "insample"],
     }
     target = Workdir(workdir).fold(fold)
-    scored = scans[(scans["fold"] == fold) | (scans["fold"] == TEST)]
+    scored = scans  # every scan of the assignment: its own fold, the test set and (in-sample) the others
     previous = target.record
     if previous.exists() and target.predictions.exists() and json.loads(previous.read_text()) == record:
         log.info("fold %d: model %s and its predictions are up to date", fold, model_id)
@@ -136,15 +139,20 @@ def _predict_fold(
             "patient_id": index["patient_id"],
             "label": index["label"].astype("int64"),
             "fold": index["fold"].astype("int64"),
-            "role": ["test" if f == TEST else "oof" for f in index["fold"]],
+            "role": ["test" if f == TEST else "oof" if f == fold else "insample" for f in index["fold"]],
         }
     )
     for j, name in enumerate(loaded.classes):
         table[probability_column(name)] = probabilities[:, j]
     write_parquet_if_changed(target.predictions, table.sort_values("scan_id").reset_index(drop=True))
     write_bytes_if_changed(previous, json.dumps(record, indent=2).encode())
-    n_oof = int((table["role"] == "oof").sum())
-    log.info("fold %d: model %s scored %d out-of-fold and %d test scans", fold, model_id, n_oof, len(table) - n_oof)
-    return FoldRun(
-        fold, model_id, result.model_dir, n_oof, len(table) - n_oof, record["best_val_auroc"], predicted=True
+    n_oof, n_test = int((table["role"] == "oof").sum()), int((table["role"] == "test").sum())
+    log.info(
+        "fold %d: model %s scored %d out-of-fold, %d test and %d in-sample scans",
+        fold,
+        model_id,
+        n_oof,
+        n_test,
+        len(table) - n_oof - n_test,
     )
+    return FoldRun(fold, model_id, result.model_dir, n_oof, n_test, record["best_val_auroc"], predicted=True)

@@ -2,9 +2,13 @@
 
 Writes ``oof_predictions.parquet``, ``test_predictions.parquet`` (the fold models' mean probability,
 when a test set exists), ``metrics.json`` and the plots (``roc.png``, ``pr.png``, ``calibration.png``,
-``confusion_matrix.png``, ``forest.png``). The operating point is chosen on the out-of-fold
-predictions only (Youden's J, or a target sensitivity) and then applied unchanged to the test set.
-For a binary task the positive class is the larger label value.
+``confusion_matrix.png``, ``forest.png``; binary tasks also ``reliability.png`` and ``referral.png``).
+The operating point is chosen on the out-of-fold predictions only (Youden's J, or a target
+sensitivity) and then applied unchanged to the test set. For a binary task the positive class is the
+larger label value, the probabilities are recalibrated (fitted on the pooled out-of-fold
+probabilities, applied to each fold model before the ensemble mean: :mod:`pipeline.evaluate.calibrated`),
+the operating point is chosen on the calibrated scale, and the referral limits
+(:mod:`pipeline.evaluate.referral`) are pre-specified on out-of-fold predictions too.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ import pandas as pd
 
 from pipeline.errors import UserInputError
 from pipeline.evaluate import plots
+from pipeline.evaluate.baseline import evaluate_baseline
+from pipeline.evaluate.calibrated import calibrated_sets, uncertainty_metrics
 from pipeline.evaluate.classes import binary_target, positive_class, probability_column
 from pipeline.evaluate.crossval import train_fold
+from pipeline.evaluate.fingerprint import build_fingerprint
 from pipeline.evaluate.folds import (
     CVSettings,
     Folds,
@@ -43,7 +50,7 @@ from pipeline.train import TrainConfig
 from pipeline.train.distributed import join_world, on_main
 
 log = logging.getLogger(__name__)
-PLOTS = ("roc", "pr", "calibration", "confusion_matrix", "forest")
+PLOTS = ("roc", "pr", "calibration", "confusion_matrix", "forest", "reliability", "referral")
 
 
 @dataclass
@@ -65,7 +72,7 @@ def _collect(workdir: Path, folds: Folds) -> tuple[pd.DataFrame, list[dict[str, 
         if record["folds_hash"] != folds.folds_hash:
             raise UserInputError(f"fold {k}'s model was trained on an older fold assignment: re-run fold_{k}")
         records.append(record)
-        frames.append(pd.read_parquet(target.predictions))
+        frames.append(pd.read_parquet(target.predictions).assign(model_fold=k))
     if len({r["settings_hash"] for r in records}) > 1:
         raise UserInputError("the fold models were trained with different settings: re-run every fold with one config")
     if len({tuple(r["classes"]) for r in records}) > 1:
@@ -84,17 +91,22 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
     predictions, records = _collect(workdir, folds)
     classes = [str(c) for c in records[0]["classes"]]
     prob_columns = [probability_column(c) for c in classes]
-    oof = predictions[predictions["role"] == "oof"].sort_values("scan_id").reset_index(drop=True)
-    test = (
-        predictions[predictions["role"] == "test"]
-        .groupby(["scan_id", "patient_id", "label"], as_index=False)
-        .agg(**{c: (c, "mean") for c in prob_columns}, n_models=("fold", "size"))
-    )
+    binary = len(classes) == 2
+    if binary:  # calibrated probabilities, the fold ensemble's spread (pipeline.evaluate.calibrated)
+        sets = calibrated_sets(predictions, classes, settings.calibration)
+        oof, test = sets.oof, sets.test
+    else:
+        oof = predictions[predictions["role"] == "oof"].sort_values("scan_id").reset_index(drop=True)
+        oof = oof[["scan_id", "patient_id", "fold", "label", *prob_columns]]
+        test = (
+            predictions[predictions["role"] == "test"]
+            .groupby(["scan_id", "patient_id", "label"], as_index=False)
+            .agg(**{c: (c, "mean") for c in prob_columns}, n_models=("fold", "size"))
+        )
     wd = Workdir(workdir)
-    write_parquet_if_changed(wd.oof_predictions, oof[["scan_id", "patient_id", "fold", "label", *prob_columns]])
+    write_parquet_if_changed(wd.oof_predictions, oof)
     if len(test):
         write_parquet_if_changed(wd.test_predictions, test)
-    binary = len(classes) == 2
     args = (settings.n_resamples, settings.seed, settings.level)
     rule = "youden" if settings.target_sensitivity is None else f"sensitivity >= {settings.target_sensitivity}"
     metrics: dict[str, Any] = {
@@ -111,6 +123,8 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
             "ci_level": settings.level,
             "bootstrap": "patient-level (cluster) percentile bootstrap",
             "bootstrap_seed": settings.seed,
+            "calibration": settings.calibration if binary else None,
+            "referral_rate": settings.referral_rate if binary else None,
         },
         "counts": fold_counts(folds.frame),
         "fold_warnings": [str(p) for p in folds.problems],
@@ -124,8 +138,9 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
         metrics["operating_point"] = {
             "rule": rule,
             "threshold": threshold,
-            "statement": "pre-specified on the pooled out-of-fold predictions before the test set was scored, "
-            "and applied unchanged to the test set",
+            "scale": f"calibrated probability ({settings.calibration})",
+            "statement": "pre-specified on the pooled calibrated out-of-fold probabilities before the test set "
+            "was scored, and applied unchanged to the test set",
         }
         metrics["oof"] = binary_block(y_oof, p_oof, oof["patient_id"].to_numpy(), threshold, *args)
         if test.empty:
@@ -133,6 +148,7 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
         else:
             y_test, p_test = _binary(test, classes)
             metrics["test"] = binary_block(y_test, p_test, test["patient_id"].to_numpy(), threshold, *args)
+        metrics.update(uncertainty_metrics(sets, classes, threshold, settings.referral_rate, *args))
         metrics["folds"] = []
         for k, part in oof.groupby("fold"):
             y_fold, p_fold = _binary(part, classes)
@@ -167,6 +183,8 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
             for k, part in oof.groupby("fold")
         ]
     metrics["subgroups"] = _subgroups(workdir, oof, test, classes, metrics, settings) if settings.subgroups else {}
+    metrics["ood"] = build_fingerprint(workdir, folds, records)  # training-data fingerprint for scoring
+    metrics["baseline"] = _baseline_block(workdir, records, oof, test, classes, settings)
     written = _plots(wd, oof, test, classes, metrics, settings)
     write_bytes_if_changed(wd.metrics, json.dumps(metrics, indent=2, default=_jsonable).encode())
     log.info(
@@ -176,6 +194,20 @@ def evaluate_cv(workdir: Path, settings: EvaluationSettings = EvaluationSettings
         "none" if metrics["test"] is None else f"{metrics['test']['auroc']:.4f} {metrics['test']['auroc_ci']}",
     )
     return Evaluation(metrics, wd.evaluation, written)
+
+
+def _baseline_block(
+    workdir: Path,
+    records: list[dict[str, Any]],
+    oof: pd.DataFrame,
+    test: pd.DataFrame,
+    classes: list[str],
+    settings: EvaluationSettings,
+) -> dict[str, Any]:
+    """The pixel baseline on the same folds and test set (:mod:`pipeline.evaluate.baseline`)."""
+    model_id = records[0]["model_id"]
+    args = (settings.n_resamples, settings.seed, settings.level)
+    return evaluate_baseline(workdir, model_id, oof, test, classes, *args)
 
 
 def _jsonable(value: Any) -> Any:
@@ -237,6 +269,10 @@ def _plots(
         forest.append(
             {"label": "test", "value": metrics["test"]["auroc"], "ci": metrics["test"]["auroc_ci"], "pooled": True}
         )
+    for part, label in (("oof", "pixel baseline, out-of-fold"), ("test", "pixel baseline, test")):
+        block = (metrics.get("baseline") or {}).get(part)
+        if block:
+            forest.append({"label": label, "value": block["auroc"], "ci": block["auroc_ci"], "baseline": True})
     images["forest"] = plots.forest_plot(forest, "AUROC" if len(classes) == 2 else "macro AUROC")
     if len(classes) == 2:
         positive = int(positive_class(classes))
@@ -253,6 +289,7 @@ def _plots(
         images["pr"] = plots.pr_plot(curves)
         blocks = [("out-of-fold", metrics["oof"])] + ([("test", metrics["test"])] if metrics["test"] else [])
         images["calibration"] = plots.calibration_plot(blocks)
+        images.update(plots.uncertainty_plots(metrics))  # reliability before/after, referral curve
         threshold = metrics["operating_point"]["threshold"]
         panels = [
             (

@@ -7,7 +7,7 @@ the same numbers give the same bytes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
@@ -111,21 +111,28 @@ def confusion_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], classes: li
     return _png(figure)
 
 
+#: Colour of the pixel baseline's rows in the forest plot.
+BASELINE_COLOR = "tab:orange"
+
+
 def forest_plot(rows: list[dict[str, Any]], metric: str = "AUROC") -> bytes:
-    """Rows of ``label``, ``value``, ``ci`` (or None); the pooled rows drawn as diamonds."""
+    """Rows of ``label``, ``value``, ``ci`` (or None); the pooled rows drawn as diamonds, the
+    ``baseline`` rows (the pixel baseline) as open orange circles with dashed CIs and orange labels."""
     figure, axis = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2), dpi=100)
     for position, row in enumerate(reversed(rows)):
-        marker = "D" if row.get("pooled") else "s"
+        marker = "o" if row.get("baseline") else "D" if row.get("pooled") else "s"
+        color = BASELINE_COLOR if row.get("baseline") else "black"
         if row["value"] is not None:
-            axis.plot(row["value"], position, marker, color="black")
+            axis.plot(row["value"], position, marker, color=color, mfc="white" if row.get("baseline") else color)
         if row.get("ci"):
-            axis.hlines(position, row["ci"][0], row["ci"][1], color="black", lw=1.5)
+            style: Literal["--", "-"] = "--" if row.get("baseline") else "-"
+            axis.hlines(position, row["ci"][0], row["ci"][1], color=color, lw=1.5, linestyles=style)
         text = (
             "n/a"
             if row["value"] is None
             else f"{row['value']:.3f}" + (f" [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]" if row.get("ci") else "")
         )
-        axis.text(1.02, position, text, va="center", fontsize=8, transform=axis.get_yaxis_transform())
+        axis.text(1.02, position, text, va="center", fontsize=8, color=color, transform=axis.get_yaxis_transform())
     axis.axvline(0.5, ls=":", color="grey", lw=1)
     axis.set(
         yticks=range(len(rows)),
@@ -134,8 +141,81 @@ def forest_plot(rows: list[dict[str, Any]], metric: str = "AUROC") -> bytes:
         xlabel=f"{metric} (95% patient-level bootstrap CI)",
         title=f"{metric} per fold",
     )
+    for tick, row in zip(axis.get_yticklabels(), reversed(rows), strict=True):
+        if row.get("baseline"):
+            tick.set_color(BASELINE_COLOR)
     return _png(figure)
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def reliability_plot(blocks: list[tuple[str, dict[str, Any]]], title: str) -> bytes:
+    """Reliability diagram of one set before and after recalibration: ``blocks`` are (label, block) with
+    a block's ``reliability`` bins and ``ece`` (:func:`pipeline.evaluate.calibrated.calibration_summary`)."""
+    figure, axis = plt.subplots(figsize=(5, 5), dpi=100)
+    for (label, block), style in zip(blocks, ("s--", "o-", "^-"), strict=False):
+        rel = block["reliability"]
+        axis.plot(rel["mean_predicted"], rel["observed_rate"], style, ms=4, label=f"{label}: ECE {block['ece']:.3f}")
+    axis.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="perfect calibration")
+    axis.set(
+        xlabel="mean predicted probability (equal-mass bins)",
+        ylabel="observed positive rate",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=title,
+    )
+    axis.legend(loc="upper left", fontsize=8)
+    return _png(figure)
+
+
+def referral_plot(curve: list[dict[str, Any]], chosen: float) -> bytes:
+    """Accuracy on the scans not referred against the realised referral rate, out-of-fold and test,
+    for limits pre-specified on out-of-fold predictions at each target rate; the chosen point marked."""
+    figure, axis = plt.subplots(figsize=(6, 5.5), dpi=100)
+    for part, label in (("oof", "out-of-fold"), ("test", "test (limits from out-of-fold)")):
+        points = [
+            (c[part]["rate"], c[part]["accuracy"]) for c in curve if c.get(part) and c[part]["accuracy"] is not None
+        ]
+        if not points:
+            continue
+        rates, accuracy = zip(*points, strict=True)
+        (line,) = axis.plot(np.asarray(rates) * 100, accuracy, "-", lw=1.6, label=label)
+        mark = next((c[part] for c in curve if c["target_rate"] == chosen and c.get(part)), None)
+        if mark is not None and mark["accuracy"] is not None:
+            axis.plot(
+                mark["rate"] * 100,
+                mark["accuracy"],
+                "o",
+                ms=8,
+                mfc="none",
+                color=line.get_color(),
+                label=f"{label} at the chosen {chosen:.0%}: referred {mark['rate']:.1%}, accuracy {mark['accuracy']:.3f}",
+            )
+    axis.set(
+        xlabel="referral rate (% of scans decided 'refer')",
+        ylabel="accuracy on the scans not referred",
+        xlim=(0, 52),
+        title="Accuracy against referral rate",
+    )
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7)  # below the axes, off the curves
+    return _png(figure)
+
+
+def uncertainty_plots(metrics: dict[str, Any]) -> dict[str, bytes]:
+    """``reliability`` (the test set before and after recalibration; out-of-fold when there is no test
+    set) and ``referral`` (the referral curve), from a binary evaluation's ``metrics.json`` entries."""
+    images: dict[str, bytes] = {}
+    before, after = metrics.get("calibration_before"), metrics.get("calibration_after")
+    if before and after:
+        part = "test" if before.get("test") else "oof"
+        method = (metrics.get("recalibration") or {}).get("method", "none")
+        name = "held-out test set (fold ensemble)" if part == "test" else "out-of-fold (in-sample for the fit)"
+        images["reliability"] = reliability_plot(
+            [("before", before[part]), (f"after ({method})", after[part])], f"Reliability, {name}"
+        )
+    referral = metrics.get("referral")
+    if referral:
+        images["referral"] = referral_plot(referral["curve"], referral["target_rate"])
+    return images

@@ -2,7 +2,8 @@
 
 Methods: ``integrated_gradients`` (baseline zeros or a Gaussian-blurred input; ``n_steps``;
 ``internal_batch_size`` chosen from a memory budget), ``saliency`` (|gradient|), ``gradcam``
-(``LayerGradCam`` on ``layer4``, upsampled bilinearly/trilinearly to the input) and ``occlusion``
+(``LayerGradCam`` on the stage :func:`~pipeline.explain.gradcam.gradcam_layer` picks for the input's
+shape, upsampled bilinearly/trilinearly to the input) and ``occlusion``
 (a cube/square window, ``perturbations_per_eval`` at a time). Every method attributes the target
 class's *logit*. Maps are summed over channels; :func:`importance` turns a signed map into the
 non-negative one that is displayed, ranked and compared.
@@ -10,7 +11,6 @@ non-negative one that is displayed, ranked and compared.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Callable
@@ -23,6 +23,7 @@ from monai.transforms import GaussianSmooth
 from torch import nn
 
 from pipeline.errors import UserInputError
+from pipeline.explain.gradcam import gradcam_layer, meta_copy
 from pipeline.settings.explain import AttributionConfig
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,16 @@ SIGNED_TO_IMPORTANCE = {
 @dataclass
 class Attribution:
     """A map over the input's spatial axes (channels summed) and, for integrated gradients, the
-    completeness check: ``delta`` = sum(attributions) - (f(x) - f(baseline)), on the target logit."""
+    completeness check: ``delta`` = sum(attributions) - (f(x) - f(baseline)), on the target logit.
+    For GradCAM, ``layer`` is the stage it read and ``map_shape`` that stage's spatial shape."""
 
     method: str
     signed: np.ndarray
     delta: float | None = None
     score_gap: float | None = None
     internal_batch_size: int | None = None
+    layer: str | None = None
+    map_shape: tuple[int, ...] | None = None
 
     @property
     def importance(self) -> np.ndarray:
@@ -76,13 +80,7 @@ def activation_bytes_per_sample(model: nn.Module, input_shape: tuple[int, ...], 
         if isinstance(output, torch.Tensor) and not list(module.children()):
             total += output.numel() * 4
 
-    memo: dict[int, object] = {}  # copy the structure only: parameters and buffers become meta tensors
-    for tensor in [*model.parameters(), *model.buffers()]:
-        meta = torch.empty_like(tensor, device="meta")
-        memo[id(tensor)] = (
-            nn.Parameter(meta, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
-        )
-    probe = copy.deepcopy(model, memo).eval()
+    probe = meta_copy(model)
     handles = [m.register_forward_hook(hook) for m in probe.modules()]
     with torch.no_grad():
         probe(torch.empty((1, in_channels, *input_shape), device="meta"))
@@ -130,7 +128,7 @@ def attribute(
     layer: nn.Module | None = None,
 ) -> Attribution:
     """Attribute ``model(x)[0, target]`` (a logit) to the input voxels with ``method``. ``model`` must be
-    in eval mode; ``layer`` defaults to ``model.layer4`` for GradCAM."""
+    in eval mode; GradCAM reads ``layer`` when given, else the stage :func:`gradcam_layer` picks."""
     if x.dim() not in (4, 5) or x.shape[0] != 1:
         raise UserInputError(f"expected one 2D (1, C, H, W) or 3D (1, C, D, H, W) input, got {tuple(x.shape)}")
     spatial = tuple(x.shape[2:])
@@ -153,9 +151,15 @@ def attribute(
     if method == "saliency":
         return Attribution(method, _to_map(Saliency(model).attribute(x, target=target, abs=False)))
     if method == "gradcam":
-        cam = LayerGradCam(model, layer if layer is not None else model.layer4).attribute(x, target=target)
+        if layer is None:
+            name: str | None = gradcam_layer(model, spatial, x.shape[1]).name
+            layer = model.get_submodule(str(name))
+        else:
+            name = next((n for n, m in model.named_modules() if m is layer), None)
+        cam = LayerGradCam(model, layer).attribute(x, target=target)
         mode = "bilinear" if len(spatial) == 2 else "trilinear"
-        return Attribution(method, _to_map(LayerAttribution.interpolate(cam, spatial, interpolate_mode=mode)))
+        upsampled = _to_map(LayerAttribution.interpolate(cam, spatial, interpolate_mode=mode))
+        return Attribution(method, upsampled, layer=name, map_shape=tuple(cam.shape[2:]))
     if method == "occlusion":
         window = (x.shape[1], *(min(cfg.occlusion_window, s) for s in spatial))
         strides = (x.shape[1], *(min(cfg.occlusion_stride, s) for s in spatial))

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
+from matplotlib.figure import Figure
 
 from pipeline.explain.spatial import map_to_scan
 from pipeline.figures import plt, png_bytes
@@ -86,9 +87,9 @@ def panels_for(volume: np.ndarray, importance: np.ndarray) -> list[Panel]:
     return panels
 
 
-def render_panels(panels: list[Panel], display_range: tuple[float, float], title: str) -> bytes:
-    """PNG bytes: the panels side by side, grey-scale windowed, importance overlaid (its 99th
-    percentile = full colour; below 20% of that transparent), letters at the edges."""
+def panels_figure(panels: list[Panel], display_range: tuple[float, float], title: str) -> Figure:
+    """The panels side by side, grey-scale windowed, importance overlaid (its 99th percentile = full
+    colour; below 20% of that transparent), letters at the edges, ``title`` above."""
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), dpi=100, squeeze=False)
     for axis, panel in zip(axes[0], panels, strict=True):
         axis.imshow(panel.image, cmap="gray", vmin=display_range[0], vmax=display_range[1], interpolation="nearest")
@@ -118,7 +119,12 @@ def render_panels(panels: list[Panel], display_range: tuple[float, float], title
         axis.set_title(panel.name, fontsize=9)
         axis.axis("off")
     figure.suptitle(title, fontsize=9)
-    return png_bytes(figure)
+    return figure
+
+
+def render_panels(panels: list[Panel], display_range: tuple[float, float], title: str) -> bytes:
+    """PNG bytes of :func:`panels_figure`; titles are wrapped to fit (:func:`pipeline.figures.lay_out`)."""
+    return png_bytes(panels_figure(panels, display_range, title))
 
 
 @dataclass

@@ -6,7 +6,9 @@ that scored it). The predicted class's logit is explained. Per case and method:
 ``W/saliency/<kind>_<k>_<scan_id>/<method>.png`` (2D overlay, or a 3D montage through the
 attribution peak) and, for 3D scans, ``<method>.nii`` on the ingested scan's grid. The sanity
 checks run on one reference model (fold 0, or the first case's fold) over the first
-``sanity_cases`` cases. Re-running with unchanged inputs recomputes nothing.
+``sanity_cases`` cases. ``sanity.json`` records GradCAM's target layer and map size
+(``gradcam_layer``: :func:`~pipeline.explain.gradcam.gradcam_layer`). Re-running with unchanged
+inputs recomputes nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pipeline.explain.attribution import (
     method_explainer,
 )
 from pipeline.explain.cases import select_cases
+from pipeline.explain.gradcam import gradcam_layer
 from pipeline.explain.render import ScanOverlay
 from pipeline.explain.sanity import deletion_curve, randomisation_check
 from pipeline.explain.spatial import write_map_nifti
@@ -88,6 +91,10 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
     if cases.empty:
         raise UserInputError("no cases to explain")
     models = _models(workdir, metrics["settings"]["n_folds"], settings.device)
+    reference = next(iter(models.values()))
+    pre = reference.preprocess
+    cfg = settings.attribution
+    layer = gradcam_layer(reference.model, pre.input_size, pre.in_channels) if "gradcam" in cfg.methods else None
     key = hashlib.sha256(
         json.dumps(
             [
@@ -95,6 +102,7 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
                 cases[["scan_id", "kind"]].values.tolist(),
                 sorted(m.model_id for m in models.values()),
                 metrics["operating_point"],
+                layer.to_dict() if layer else None,
             ],
             default=str,
         ).encode()
@@ -105,12 +113,9 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
         log.info("saliency maps and sanity checks are up to date")
         return ExplainResult(folder, pd.read_parquet(wd.saliency_cases), json.loads(done.read_text()), False)
 
-    reference = next(iter(models.values()))
-    pre = reference.preprocess
     catalog = pd.read_parquet(wd.catalog).set_index("scan_id")
     rows = catalog.loc[cases["scan_id"]].reset_index()
     index = preprocess_catalog(workdir, pre, scans=rows).index.set_index("scan_id")
-    cfg = settings.attribution
     records, inputs = [], []
     deltas: dict[str, list[float]] = {m: [] for m in cfg.methods}
     timings = {m: 0.0 for m in cfg.methods}
@@ -130,7 +135,8 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
             timings[method] += time.perf_counter() - started
             signed = np.mean([a.signed for a in maps], axis=0)
             deltas[method] += [a.relative_delta for a in maps if a.relative_delta is not None]
-            title = f"{case.kind}: p={case.p:.3f} (threshold {metrics['operating_point']['threshold']:.3f}), {method}"
+            shown = f"{method} on {layer.describe()}" if method == "gradcam" and layer else method
+            title = f"{case.kind}: p={case.p:.3f} (threshold {metrics['operating_point']['threshold']:.3f}), {shown}"
             png, on_scan, affine = overlay.render(importance(signed, method), title)
             write_bytes_if_changed(case_dir.overlay(method), png)
             files[method] = str(case_dir.overlay(method).relative_to(workdir))
@@ -151,6 +157,8 @@ def explain(workdir: Path, settings: ExplainSettings = ExplainSettings()) -> Exp
         )
     sanity = _sanity(inputs[: settings.sanity_cases], settings, deltas, timings, len(cases))
     sanity.update(inputs_hash=key, source=source, reference_model=inputs[0][2].model_id)
+    if layer is not None:
+        sanity["gradcam_layer"] = layer.to_dict()
     table = pd.DataFrame(records)
     write_parquet_if_changed(wd.saliency_cases, table)
     write_bytes_if_changed(done, json.dumps(sanity, indent=2).encode())

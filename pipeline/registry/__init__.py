@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.registry.gate import GateDecision, gate_challenger, paired_auroc_difference
+from pipeline.evaluate.paired import paired_auroc_difference
+from pipeline.registry.gate import GateDecision, gate_challenger
 from pipeline.registry.store import Registry, RegistryEntry
 
 __all__ = ["GateDecision", "Registry", "RegistryEntry", "gate_challenger", "paired_auroc_difference"]

@@ -20,9 +20,17 @@ from pipeline.storage import atomic_write_bytes
 
 
 def decide_challenger(
-    workdir: Path, report: Path | None = None, delta: float = 0.02, n_resamples: int = 2000, seed: int = 0
+    workdir: Path,
+    report: Path | None = None,
+    delta: float = 0.02,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    require_beats_baseline: bool = True,
 ) -> tuple[RegistryEntry, GateDecision]:
-    """Register the work folder's evaluation and apply the gate against the current champion."""
+    """Register the work folder's evaluation and apply the gate against the current champion.
+
+    The gate reads the version's ``metrics.json`` for its pixel-baseline block; with
+    ``require_beats_baseline`` False a model that does not beat its baseline is not refused for it."""
     registry, wd = Registry(workdir), Workdir(workdir)
     entry = registry.register(report)
     version = wd.version(entry.version)
@@ -32,12 +40,27 @@ def decide_challenger(
     if champion is not None:
         champion_oof = pd.read_parquet(wd.version(champion).oof_predictions)
     positive = positive_class(entry.record["classes"])
+    metrics = json.loads(version.evaluation_file(wd.metrics.name).read_text())
     decision = gate_challenger(
-        pd.read_parquet(version.oof_predictions), champion_oof, sanity, positive, delta, n_resamples, seed
+        pd.read_parquet(version.oof_predictions),
+        champion_oof,
+        sanity,
+        positive,
+        delta,
+        n_resamples,
+        seed,
+        baseline=metrics.get("baseline"),
+        require_beats_baseline=require_beats_baseline,
     )
     if champion == entry.version:
         decision = GateDecision(True, "already the champion", decision.figures)
-    record = {**asdict(decision), "version": entry.version, "champion": champion, "delta": delta}
+    record = {
+        **asdict(decision),
+        "version": entry.version,
+        "champion": champion,
+        "delta": delta,
+        "require_beats_baseline": require_beats_baseline,
+    }
     atomic_write_bytes(wd.decision(entry.version), json.dumps(record, indent=2).encode())
     if not decision.passed and registry.entry(entry.version).status != "rejected":
         registry.reject(entry.version, decision.reason)

@@ -3,8 +3,11 @@
 Non-inferiority on pooled out-of-fold AUROC, both models scored on the same scans: the lower bound
 of the 95% patient-level bootstrap CI of (challenger - champion) must exceed ``-delta``. The
 difference is paired: each resample draws patients once and scores both models on them, so the
-models' shared case difficulty cancels. Every saliency sanity check must also have passed. With no
-champion, passing the sanity checks is enough.
+models' shared case difficulty cancels (:mod:`pipeline.evaluate.paired`). Every saliency sanity
+check must also have passed, and the challenger must beat the pixel baseline of its own evaluation
+(``metrics.json["baseline"]["beats_baseline"]``: its pooled out-of-fold AUROC is above the
+baseline's, :mod:`pipeline.evaluate.baseline`). With no champion, the sanity checks and the baseline
+are enough.
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserInputError
 from pipeline.evaluate.classes import is_positive, probability_column
-from pipeline.evaluate.weighted import bootstrap_weights, percentile_ci, weighted_auroc
+from pipeline.evaluate.paired import paired_auroc_difference
 
 
 @dataclass(frozen=True)
@@ -27,23 +29,22 @@ class GateDecision:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def paired_auroc_difference(
-    y: np.ndarray,
-    p_challenger: np.ndarray,
-    p_champion: np.ndarray,
-    groups: np.ndarray,
-    n_resamples: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, tuple[float, float] | None]:
-    """(challenger AUROC - champion AUROC, its paired patient-level bootstrap percentile CI)."""
-    ones = np.ones((1, len(y)))
-    difference = float(weighted_auroc(y, p_challenger, ones)[0] - weighted_auroc(y, p_champion, ones)[0])
-    draws = [
-        weighted_auroc(y, p_challenger, w) - weighted_auroc(y, p_champion, w)
-        for w in bootstrap_weights(groups, n_resamples, seed)
-    ]
-    return difference, percentile_ci(np.concatenate(draws), level)
+def baseline_refusal(baseline: dict[str, Any] | None) -> str | None:
+    """Why a challenger is refused for not beating its pixel baseline, or None when it is not.
+
+    A ``metrics.json`` without a ``baseline`` block (versions evaluated before the baseline existed)
+    or with a baseline that could not be fitted (``{"note": ...}``, e.g. a multi-class task) is not
+    refused for this reason.
+    """
+    if not baseline or "beats_baseline" not in baseline or baseline["beats_baseline"]:
+        return None
+    pooled = baseline["difference"]["oof"]
+    ci = pooled.get("ci")
+    interval = "" if ci is None else f", paired bootstrap CI {ci[0]:+.3f} to {ci[1]:+.3f}"
+    return (
+        f"does not beat the pixel baseline: OOF AUROC {pooled['model_auroc']:.2f} vs {pooled['baseline_auroc']:.2f} "
+        f"for {baseline.get('method', 'the baseline')} (difference {pooled['auroc_difference']:+.3f}{interval})"
+    )
 
 
 def _aligned(challenger: pd.DataFrame, champion: pd.DataFrame, positive: str) -> pd.DataFrame:
@@ -64,14 +65,32 @@ def gate_challenger(
     delta: float = 0.02,
     n_resamples: int = 2000,
     seed: int = 0,
+    baseline: dict[str, Any] | None = None,
+    require_beats_baseline: bool = True,
 ) -> GateDecision:
     """Decide on a challenger from its OOF predictions (``scan_id``, ``patient_id``, ``label``,
-    ``prob_<positive>``), the champion's (None when there is none) and its ``sanity.json``."""
+    ``prob_<positive>``), the champion's (None when there is none), its ``sanity.json`` and the
+    ``baseline`` block of its ``metrics.json``.
+
+    A challenger that does not beat its pixel baseline is refused (:func:`baseline_refusal`), unless
+    ``require_beats_baseline`` is False; a ``baseline`` of None (a ``metrics.json`` from before the
+    baseline existed) or a ``{"note": ...}`` block (no baseline could be fitted) is not refused for it.
+    """
     failed = sorted(m for m, e in sanity.get("methods", {}).items() if not e.get("passed"))
     if not sanity.get("methods"):
         return GateDecision(False, "no saliency sanity checks were run for the challenger")
     if failed:
         return GateDecision(False, f"saliency sanity check failed for {', '.join(failed)}", {"failed_methods": failed})
+    refusal = baseline_refusal(baseline) if require_beats_baseline else None
+    if refusal is not None:
+        pooled = (baseline or {})["difference"]["oof"]
+        figures = {
+            "model_oof_auroc": pooled["model_auroc"],
+            "baseline_oof_auroc": pooled["baseline_auroc"],
+            "baseline_auroc_difference": pooled["auroc_difference"],
+            "baseline_difference_ci": pooled.get("ci"),
+        }
+        return GateDecision(False, refusal, figures)
     if champion_oof is None:
         return GateDecision(True, "no champion yet: the first model that passes the sanity checks becomes champion")
     both = _aligned(challenger_oof, champion_oof, positive)

@@ -2,8 +2,9 @@
 
 * ``versions/<version>/``: one evaluated model version: every fold model's ``weights.pt`` and
   ``model_card.json`` (``models/<model_id>/``), ``metrics.json``, ``oof_predictions.parquet``,
-  ``folds.parquet``, ``sanity.json``, the report PDF (``report.pdf``) and ``version.json`` (model
-  ids, data-manifest hashes, fold hash, operating point, preprocessing). Written to a temporary
+  ``folds.parquet``, ``sanity.json``, the training-data fingerprint (``fingerprint.json``, ``.npz``),
+  the report PDF (``report.pdf``) and ``version.json`` (model ids, data-manifest hashes, fold hash,
+  operating point, preprocessing, recalibration and referral limits). Written to a temporary
   folder and renamed into place, so a version is complete or absent.
 * ``index.json``: ``{"champion": <version> | null}``. Promotion replaces it with one atomic rename:
   there is exactly one champion at any time.
@@ -109,6 +110,12 @@ class Registry:
             shutil.copy2(wd.evaluation / name, staging.evaluation_file(name))
         if wd.sanity.exists():
             shutil.copy2(wd.sanity, staging.sanity)
+        for path, kept in (
+            (wd.fingerprint, staging.fingerprint),
+            (wd.fingerprint_arrays, staging.fingerprint_arrays),
+        ):
+            if path.exists():  # the training data's fingerprint, for out-of-distribution checks at scoring
+                shutil.copy2(path, kept)
         if report is not None:
             shutil.copy2(report, staging.report)
         record = {
@@ -123,6 +130,10 @@ class Registry:
             "oof_auroc": metrics["oof"]["auroc"],
             "oof_auroc_ci": metrics["oof"]["auroc_ci"],
             "test_auroc": (metrics.get("test") or {}).get("auroc"),
+            # what scoring applies (pipeline.scoring.score): the recalibration and the referral limits,
+            # both pre-specified on out-of-fold predictions (absent for multi-class tasks)
+            "recalibration": metrics.get("recalibration"),
+            "referral": _referral_limits(metrics.get("referral")),
         }
         staging.record.write_text(json.dumps(record, indent=2))
         os.replace(staging.root, target)  # the version appears whole
@@ -172,3 +183,11 @@ class Registry:
             self.entry(version)
             self._append(version, "rejected", reason)
             return self.entry(version)
+
+
+def _referral_limits(referral: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The limits of ``metrics.json["referral"]`` (no curve, no outcomes): what scoring needs."""
+    if not referral:
+        return None
+    keys = ("target_rate", "threshold", "band", "max_uncertainty", "oof_rate")
+    return {k: referral[k] for k in keys if k in referral}

@@ -15,7 +15,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import cm
@@ -29,7 +29,7 @@ from pipeline.report.inputs import ReportInputs, ReportSettings, read_inputs
 from pipeline.report.sections import SECTIONS, story
 from pipeline.storage import atomic_write, atomic_write_bytes
 
-__all__ = ["SECTIONS", "Report", "ReportSettings", "build_report"]
+__all__ = ["SECTIONS", "Report", "ReportSettings", "build_report", "write_pdf"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,27 @@ def _page_number(canvas: Any, doc: Any) -> None:
     canvas.restoreState()
 
 
+def write_pdf(target: Path | BinaryIO, body: list[Any], model_id: str) -> int:
+    """Lay ``body`` (flowables) out on A4 with page numbers and a table of contents into ``target``
+    (a path or a binary file); return the page count. Metadata is fixed (reportlab's invariant mode)."""
+    doc = _Document(
+        str(target) if isinstance(target, Path) else target,
+        pagesize=A4,
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=MARGIN,
+        bottomMargin=MARGIN,
+        title="ScanLens interpretability report",
+        author="ScanLens",
+        subject=f"Model {model_id}",
+        creator=f"ScanLens {__version__}",
+        keywords="",
+        invariant=1,
+    )
+    doc.multiBuild(body, onFirstPage=_page_number, onLaterPages=_page_number)
+    return int(doc.page)
+
+
 @dataclass(frozen=True)
 class Report:
     path: Path
@@ -66,6 +87,7 @@ def _key(r: ReportInputs) -> str:
     payload = [
         r.metrics,
         r.sanity,
+        r.drift,  # the champion's score drift, quoted in the performance section
         r.cases.to_dict("records"),
         [c["model_id"] for c in r.cards],
         asdict(r.settings),
@@ -89,26 +111,7 @@ def build_report(workdir: Path, settings: ReportSettings = ReportSettings(), tod
         return Report(path, int(json.loads(sidecar.read_text())["pages"]))
     body = story(r)
     pages: list[int] = []
-
-    def write(tmp: Path) -> None:
-        doc = _Document(
-            str(tmp),
-            pagesize=A4,
-            leftMargin=MARGIN,
-            rightMargin=MARGIN,
-            topMargin=MARGIN,
-            bottomMargin=MARGIN,
-            title="ScanLens interpretability report",
-            author="ScanLens",
-            subject=f"Model {r.card['model_id']}",
-            creator=f"ScanLens {__version__}",
-            keywords="",
-            invariant=1,
-        )
-        doc.multiBuild(body, onFirstPage=_page_number, onLaterPages=_page_number)
-        pages.append(doc.page)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: pages.append(write_pdf(tmp, body, str(r.card["model_id"]))))
     atomic_write_bytes(sidecar, json.dumps({"pages": pages[0], "sections": list(SECTIONS)}).encode())
     log.info("report: %s (%d pages)", path, pages[0])
     return Report(path, pages[0])

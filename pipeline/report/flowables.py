@@ -1,4 +1,9 @@
-"""The report's building blocks: styles, number formatting, tables and images (reportlab, A4)."""
+"""The report's building blocks: styles, number formatting, tables and images (reportlab, A4).
+
+Headings stay with what follows them: the heading styles (and :attr:`Styles.caption`, for a
+figure's caption in body type) carry reportlab's ``keepWithNext``, so the document template keeps
+each with the next flowable (a figure, a table's first rows) on one page.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,12 @@ class Styles:
 
     @classmethod
     def sample(cls) -> Styles:
-        return cls(getSampleStyleSheet())
+        """reportlab's sample sheet (a fresh copy), its headings kept with the next flowable."""
+        sheet = getSampleStyleSheet()
+        for name in ("Heading1", "Heading2", "Heading3"):
+            sheet[name].keepWithNext = 1
+        sheet.add(ParagraphStyle("Caption", parent=sheet["BodyText"], keepWithNext=1))
+        return cls(sheet)
 
     @property
     def h1(self) -> ParagraphStyle:
@@ -40,6 +50,11 @@ class Styles:
     @property
     def body(self) -> ParagraphStyle:
         return self.sheet["BodyText"]
+
+    @property
+    def caption(self) -> ParagraphStyle:
+        """Body type kept on the page of the flowable after it (a figure's caption)."""
+        return self.sheet["Caption"]
 
     @property
     def title(self) -> ParagraphStyle:

@@ -32,7 +32,8 @@ class ReportSettings:
 
 @dataclass(frozen=True)
 class ReportInputs:
-    """Everything the sections read. ``cards`` are the fold models' cards in fold order; ``date`` is ISO 8601."""
+    """Everything the sections read. ``cards`` are the fold models' cards in fold order; ``date`` is ISO 8601;
+    ``drift`` is the current champion's last score-drift record (``W/scoring/drift.json``), None before any."""
 
     workdir: Workdir
     metrics: dict[str, Any]
@@ -43,6 +44,7 @@ class ReportInputs:
     quarantine: pd.DataFrame | None
     settings: ReportSettings
     date: str
+    drift: dict[str, Any] | None = None
 
     @property
     def card(self) -> dict[str, Any]:
@@ -67,6 +69,16 @@ def read_inputs(workdir: Path, settings: ReportSettings, date: str) -> ReportInp
     for k in range(metrics["settings"]["n_folds"]):
         record = json.loads(wd.fold(k).record.read_text())
         cards.append(json.loads(wd.model(record["model_id"]).card.read_text()))
+    drift = json.loads(wd.drift.read_text()) if wd.drift.is_file() else None
     return ReportInputs(
-        wd, metrics, sanity, cases, cards, pd.read_parquet(wd.catalog), read_parquet(wd.quarantine), settings, date
+        wd,
+        metrics,
+        sanity,
+        cases,
+        cards,
+        pd.read_parquet(wd.catalog),
+        read_parquet(wd.quarantine),
+        settings,
+        date,
+        drift,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from xml.sax.saxutils import escape
 
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import cm
@@ -57,7 +58,7 @@ PLOTS = (
     ("pr", "Precision-recall"),
     ("calibration", "Calibration"),
     ("confusion_matrix", "Confusion matrix at the pre-specified operating point"),
-    ("forest", "Per-fold AUROC (forest plot)"),
+    ("forest", "Per-fold AUROC and the pixel baseline (forest plot)"),
 )
 WIDE_PLOTS = ("confusion_matrix", "forest")
 CASE_KINDS = ("TP", "TN", "FP", "FN")
@@ -87,6 +88,7 @@ def title(r: ReportInputs, s: Styles) -> Flowables:
                 ["pipeline version", f"ScanLens {__version__}, git {card['git_sha']}"],
                 ["report date", r.date],
                 ["prepared for", r.settings.audience],
+                ["summary", summary_text(r.metrics)],
             ],
             s.width,
         ),
@@ -178,6 +180,61 @@ def model_and_training(r: ReportInputs, s: Styles) -> Flowables:
     ]
 
 
+def summary_text(metrics: dict[str, Any]) -> str:
+    """The headline figures, and plainly whether the model beats the pixel baseline."""
+    oof, test = metrics["oof"], metrics["test"]
+    text = f"Pooled out-of-fold AUROC {fmt(oof['auroc'], oof.get('auroc_ci'))}"
+    text += f"; held-out test AUROC {fmt(test['auroc'], test.get('auroc_ci'))}." if test else "; no test set."
+    baseline = metrics.get("baseline")
+    if baseline is None:  # evaluated before the baseline existed
+        return text
+    if "statement" not in baseline:
+        return f"{text} No pixel baseline: {baseline.get('note', 'not computed')}."
+    return f"{text} {baseline['statement']}"
+
+
+def _signed(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("auroc_difference") is None:
+        return "n/a"
+    ci = entry.get("ci")
+    return f"{entry['auroc_difference']:+.3f}" + (f" ({ci[0]:+.3f} to {ci[1]:+.3f})" if ci else "")
+
+
+def baseline_comparison(metrics: dict[str, Any], s: Styles) -> Flowables:
+    """The model beside the pixel baseline: AUROC with CIs, the paired difference, the verdict."""
+    baseline, test = metrics.get("baseline"), metrics["test"]
+    if not baseline:
+        return []
+    if "statement" not in baseline:
+        return [Paragraph(f"Pixel baseline: {baseline.get('note', 'not computed')}.", s.body)]
+    b_test, d = baseline.get("test"), baseline["difference"]
+    rows = [
+        ["AUROC (95% CI)", "out-of-fold (pooled)", "held-out test (fold ensemble)"],
+        [
+            "model",
+            fmt(metrics["oof"]["auroc"], metrics["oof"].get("auroc_ci")),
+            fmt(test["auroc"], test.get("auroc_ci")) if test else "no test set",
+        ],
+        [
+            f"pixel baseline: {baseline['method']} ({baseline['input']}, C = {baseline['C']})",
+            fmt(baseline["oof"]["auroc"], baseline["oof"].get("auroc_ci")),
+            fmt(b_test["auroc"], b_test.get("auroc_ci")) if b_test else "no test set",
+        ],
+        ["difference, model - baseline (paired patient-level bootstrap CI)", _signed(d["oof"]), _signed(d["test"])],
+    ]
+    verdict = baseline["statement"] if baseline["shown_to_beat"] else f"<b>{baseline['statement']}</b>"
+    return [
+        Paragraph("Model against a pixel baseline", s.h2),
+        Paragraph(
+            "The baseline is fitted on the same folds and scored on the same test set as the model "
+            f"({baseline['folds']}).",
+            s.body,
+        ),
+        table(rows),
+        Paragraph(verdict, s.body),
+    ]
+
+
 def performance(r: ReportInputs, s: Styles) -> Flowables:
     """Operating point, pooled out-of-fold and held-out test metrics with CIs, and the evaluation plots."""
     metrics, op, test = r.metrics, r.metrics["operating_point"], r.metrics["test"]
@@ -201,6 +258,7 @@ def performance(r: ReportInputs, s: Styles) -> Flowables:
                 ]
             )
     out.append(table(rows))
+    out += baseline_comparison(metrics, s)
     for plot, caption in PLOTS:
         png = r.workdir.plot(plot)
         if png.exists():
@@ -213,7 +271,130 @@ def performance(r: ReportInputs, s: Styles) -> Flowables:
                 s.body,
             )
         )
+    out += score_drift_paragraph(r.drift, s)
     return out
+
+
+def score_drift_paragraph(drift: dict[str, Any] | None, s: Styles) -> Flowables:
+    """A paragraph quoting the champion's last score-drift record (``W/scoring/drift.json``, made by
+    :mod:`pipeline.scoring.drift`): PSI, flag and refer rates, n, window, the largest share change and
+    the verdict against the limits. Nothing before a champion has a record."""
+    if not drift or drift.get("champion") is None:
+        return []
+    limits = drift["limits"]
+    flags = "unavailable (scores without out-of-distribution flags)"
+    if drift["flag_rate"] is not None:
+        flags = f"{drift['flag_rate']:.1%} (limit {limits['flag_rate']:.0%})"
+    refer = "n/a" if drift["refer_rate"] is None else f"{drift['refer_rate']:.1%}"
+    if drift.get("reference_refer_rate") is not None:
+        refer += f" (out-of-fold {drift['reference_refer_rate']:.1%})"
+    shift = drift.get("largest_share_shift")
+    moved = (
+        f"{shift['covariate']} {escape(repr(shift['value']))} {shift['reference']:.0%} to {shift['recent']:.0%} "
+        f"(limit {limits['share_shift']:.0%})"
+        if shift
+        else "n/a (no catalogue rows)"
+    )
+    exceeded = "; ".join(escape(e) for e in drift["exceeded"])
+    verdict = escape(drift["verdict"]) + (f": {exceeded}" if exceeded else "")
+    return [
+        Paragraph(
+            f"<b>Score drift</b> of the model in use (champion {escape(drift['champion'])}), its last "
+            f"{drift['n']} scores (window {drift['window']}) against its out-of-fold predictions: "
+            f"PSI {fmt(drift['psi'])} (limit {limits['psi']:g}; below 0.1 stable, above 0.25 a major shift), "
+            f"out-of-distribution flag rate {flags}, refer rate {refer}, largest share change: {moved}. "
+            f"Verdict: {verdict}.",
+            s.body,
+        )
+    ]
+
+
+def calibration_and_referral(r: ReportInputs, s: Styles) -> Flowables:
+    """Part of section 5: the recalibration with ECE before and after it (reliability diagram of the
+    test split), then the referral limits, the chosen referral point and the referral curve."""
+    m = r.metrics
+    recal, before, after, referral = (
+        m.get("recalibration"),
+        m.get("calibration_before"),
+        m.get("calibration_after"),
+        m.get("referral"),
+    )
+    if not recal or not before or not after:
+        return []  # a multi-class task, or an evaluation from before calibration
+    params = ", ".join(f"{k} {v:.3f}" for k, v in recal["params"].items()) or "identity"
+    out: Flowables = [
+        Paragraph("Calibration", s.h2),
+        Paragraph(
+            f"Probabilities are recalibrated by {recal['method']} scaling ({params}), fitted on the pooled "
+            f"out-of-fold predictions ({recal['n_fitted']} scans) and applied to each fold model's probability "
+            "before the ensemble mean; the operating point and the referral limits are chosen on the calibrated "
+            "out-of-fold probabilities. ECE: expected calibration error over 10 equal-mass bins (0 is perfect); "
+            "the out-of-fold 'after' figures are in-sample for the fit, the test figures are not.",
+            s.body,
+        ),
+    ]
+    rows = [["set", "ECE before", "ECE after", "slope before / after", "intercept before / after"]]
+    for part, name in (("test", "held-out test (fold ensemble)"), ("oof", "out-of-fold (pooled)")):
+        b, a = before.get(part), after.get(part)
+        if b and a:
+            rows.append(
+                [
+                    name,
+                    fmt(b["ece"]),
+                    fmt(a["ece"]),
+                    f"{fmt(b['calibration_slope'])} / {fmt(a['calibration_slope'])}",
+                    f"{fmt(b['calibration_intercept'])} / {fmt(a['calibration_intercept'])}",
+                ]
+            )
+    out.append(table(rows))
+    if r.workdir.plot("reliability").exists():
+        out += [
+            Paragraph("Reliability before and after recalibration", s.caption),
+            image(r.workdir.plot("reliability"), s.width * 0.55),
+        ]
+    if referral:
+        out += [Paragraph("Uncertainty and referral", s.h2), Paragraph(referral_text(referral), s.body)]
+        if r.workdir.plot("referral").exists():
+            out += [
+                Paragraph("Accuracy on non-referred scans against the referral rate", s.caption),
+                image(r.workdir.plot("referral"), s.width * 0.7),
+            ]
+    return out
+
+
+def referral_text(referral: dict[str, Any]) -> str:
+    """The referral rule and the chosen point, out-of-fold and on the test set, in words."""
+    band, limit = referral.get("band"), referral.get("max_uncertainty")
+    rules = []
+    if band:
+        rules.append(f"its calibrated probability lies in [{band[0]:.3f}, {band[1]:.3f}]")
+    if limit is not None:
+        rules.append(f"the fold ensemble's spread (std of the members' calibrated probabilities) exceeds {limit:.3f}")
+    rule = " or ".join(rules) if rules else "never (referral rate 0)"
+
+    def point(block: dict[str, Any]) -> str:
+        return (
+            f"refer {block['n_referred']} of {block['n_scans']} scans ({fmt(block['rate'])}: "
+            f"{block['referred_by']['band']} near the threshold, {block['referred_by']['uncertainty']} for "
+            f"uncertainty); accuracy on the rest {fmt(block['accuracy_non_referred'], block.get('accuracy_non_referred_ci'))}"
+            f" against {fmt(block['accuracy_all'])} on all scans"
+        )
+
+    text = (
+        f"A scan is decided 'refer' (read without the model's call) when {rule}. Chosen point: a target referral "
+        f"rate of {referral['target_rate']:.0%}, with both limits pre-specified on the out-of-fold predictions "
+        f"({referral['rule']}). Out-of-fold, the limits {point(referral['oof'])}."
+    )
+    if referral.get("test"):
+        text += f" On the held-out test set they {point(referral['test'])}."
+    if referral.get("uncertainty_source"):
+        text += f" Uncertainty: {referral['uncertainty_source']}."
+    return text
+
+
+def performance_and_calibration(r: ReportInputs, s: Styles) -> Flowables:
+    """Section 5: :func:`performance`, then :func:`calibration_and_referral`."""
+    return performance(r, s) + calibration_and_referral(r, s)
 
 
 def subgroups(r: ReportInputs, s: Styles) -> Flowables:
@@ -251,6 +432,15 @@ def saliency(r: ReportInputs, s: Styles) -> Flowables:
             s.body,
         ),
     ]
+    if layer := sanity.get("gradcam_layer"):
+        cells, size = " x ".join(map(str, layer["map_size"])), " x ".join(map(str, layer["input_size"]))
+        out.append(
+            Paragraph(
+                f"GradCAM reads <b>{layer['layer']}</b>, whose map of {cells} cells for the {size}-voxel input is "
+                f"upsampled to it (the deepest ResNet stage with at least {layer['min_map_size']} cells per axis).",
+                s.body,
+            )
+        )
     rows = [["method", "verdict", "final Spearman", "deletion AUC (random)", "IG completeness |delta|/gap"]]
     for method, entry in sanity["methods"].items():
         rows.append(
@@ -282,7 +472,7 @@ def _case(r: ReportInputs, s: Styles, case: Any) -> Flowables:
     grid = [
         cells[i : i + per_row] + [""] * (per_row - len(cells[i : i + per_row])) for i in range(0, len(cells), per_row)
     ]
-    return [Paragraph(f"{case.scan_id}: label {case.label}, p = {case.p:.3f}", s.body), Table(grid)]
+    return [Paragraph(f"{case.scan_id}: label {case.label}, p = {case.p:.3f}", s.caption), Table(grid)]
 
 
 def limitations(r: ReportInputs, s: Styles) -> Flowables:
@@ -298,6 +488,9 @@ def limitations(r: ReportInputs, s: Styles) -> Flowables:
         limits.append("Some subgroups are too small for confidence intervals (flagged in section 6).")
     if not r.sanity["all_passed"]:
         limits.append("At least one saliency method failed its sanity check: its maps must not be interpreted.")
+    baseline = r.metrics.get("baseline") or {}
+    if "shown_to_beat" in baseline and not baseline["shown_to_beat"]:
+        limits.append(f"{baseline['statement'].rstrip('.')} (section 5).")
     limits.append(NOT_LOCALISATION)
     return [Paragraph(SECTIONS[7], s.h1)] + [Paragraph(f"- {text}", s.body) for text in limits]
 
@@ -339,7 +532,7 @@ BUILDERS: tuple[Builder, ...] = (
     intended_use,
     data,
     model_and_training,
-    performance,
+    performance_and_calibration,
     subgroups,
     saliency,
     limitations,

@@ -37,6 +37,12 @@ MANUFACTURER = "ScanLens"
 #: Local coding scheme for concepts no standard terminology names (PS3.16 allows "99" prefixes).
 SCHEME = "99SCANLENS"
 DISCLAIMER = "Research use only. Not for diagnostic use. Output of an automated classifier; a clinician decides."
+#: How the SR describes the probability's calibration, by method (``metrics.json["recalibration"]``).
+CALIBRATION_TEXT = {
+    "temperature": "temperature scaling fitted on pooled out-of-fold predictions",
+    "platt": "Platt scaling fitted on pooled out-of-fold predictions",
+    "none": "uncalibrated",
+}
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,12 @@ class ScoreOutputs:
 
 @dataclass(frozen=True)
 class ScoredScan:
-    """The figures an SR carries (no identifiers: those come from the source headers)."""
+    """The figures an SR carries (no identifiers: those come from the source headers).
+
+    ``probability`` is the calibrated ensemble probability of ``positive_class`` (``calibration``
+    names the method), ``uncertainty`` the std of the fold models' calibrated probabilities,
+    ``decision`` positive, negative or refer, ``refer_reason`` why (empty unless referred), and
+    ``ood_score`` the out-of-distribution score (NaN: not checked)."""
 
     scan_id: str
     model_version: str
@@ -57,6 +68,10 @@ class ScoredScan:
     threshold: float
     decision: str
     positive_class: str
+    uncertainty: float = float("nan")
+    refer_reason: str = ""
+    calibration: str = "none"
+    ood_score: float = float("nan")
 
 
 def _uid(seed: bytes, *parts: str) -> str:
@@ -180,10 +195,27 @@ def _content(scored: ScoredScan) -> hd.sr.ContainerContentItem:
                 unit=unitless,
                 relationship_type=contains,
             ),
+            *_optional_numbers(scored, unitless),
+            hd.sr.TextContentItem(
+                name=_concept("calibration", "Probability calibration"),
+                value=CALIBRATION_TEXT.get(scored.calibration, scored.calibration),
+                relationship_type=contains,
+            ),
             hd.sr.TextContentItem(
                 name=_concept("decision", "Decision at the operating point"),
-                value=f"class {scored.decision}",
+                value=scored.decision,
                 relationship_type=contains,
+            ),
+            *(
+                [
+                    hd.sr.TextContentItem(
+                        name=_concept("refer-reason", "Reason for referral"),
+                        value=scored.refer_reason,
+                        relationship_type=contains,
+                    )
+                ]
+                if scored.refer_reason
+                else []
             ),
             hd.sr.TextContentItem(
                 name=_concept("disclaimer", "Intended use"), value=DISCLAIMER, relationship_type=contains
@@ -191,6 +223,25 @@ def _content(scored: ScoredScan) -> hd.sr.ContainerContentItem:
         ]
     )
     return root
+
+
+def _optional_numbers(scored: ScoredScan, unit: hd.sr.CodedConcept) -> list[hd.sr.NumContentItem]:
+    """The uncertainty and the out-of-distribution score, where they are known (finite)."""
+    items = []
+    for value, code, meaning in (
+        (scored.uncertainty, "uncertainty", "Ensemble uncertainty (std of the fold models' probabilities)"),
+        (scored.ood_score, "ood-score", "Out-of-distribution score (above 1: outside the training data)"),
+    ):
+        if np.isfinite(value):
+            items.append(
+                hd.sr.NumContentItem(
+                    name=_concept(code, meaning),
+                    value=round(float(value), 6),
+                    unit=unit,
+                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                )
+            )
+    return items
 
 
 def make_score_sr(sources: list[Dataset], scored: ScoredScan, seed: bytes) -> Dataset:
@@ -224,7 +275,9 @@ def make_overlay_sc(source: Dataset, rgb: np.ndarray, scored: ScoredScan, seed: 
         patient_orientation=("L", "P"),
     )
     sc.SeriesDescription = "ScanLens GradCAM overlay"
-    sc.ImageComments = f"{DISCLAIMER} Model {scored.model_version}; p={scored.probability:.3f}."
+    sc.ImageComments = (
+        f"{DISCLAIMER} Model {scored.model_version}; p={scored.probability:.3f}, decision {scored.decision}."
+    )
     sc.BurnedInAnnotation = "NO"
     return sc
 

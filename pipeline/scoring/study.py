@@ -128,6 +128,10 @@ def score_study(
                 champion.threshold,
                 str(row.decision),
                 positive_class(champion.classes),
+                float(row.uncertainty),
+                str(row.refer_reason),
+                champion.recalibration.method,
+                float(row.ood_score),
             )
             try:
                 out = write_score_outputs(outbox, read_source_headers(paths), scored, rgb, seed)

@@ -9,7 +9,8 @@ reads every part (hidden temp files are skipped); :func:`read_scores` also sorts
 Appends hold ``W/scoring/.scores.lock`` (:func:`pipeline.storage.file_lock`): under it a writer
 brings its view of the table up to date, keeps only the rows whose ``(scan_id, model_version)`` is
 not there yet, writes its part and, once there are :data:`COMPACT_AT` parts, merges them into one
-(written before the merged parts are removed, so a reader never misses a row). Concurrent scoring
+in write order (written before the merged parts are removed, so a reader never misses a row, and
+``read_scores(W, write_order=True)`` still gives the most recent scores last). Concurrent scoring
 runs take turns and lose no row, and a scan is in the table once per model version.
 
 A :class:`ScoresTable` remembers the key columns of the parts it has read: asking it what a champion
@@ -17,7 +18,9 @@ has scored reads only the parts added since (a long-running scorer reads O(new r
 O(table)), and the check itself is a vectorised scan of those columns.
 
 A table written by an older ScanLens (one Parquet file at the same path) becomes the first part of
-the folder on the first append; until then it is read as it is.
+the folder on the first append; until then it is read as it is. Rows written before calibration and
+referral (no ``raw_probability``, ``uncertainty``, ``refer_reason``, ``ood_*`` columns, a class label
+as decision) read with defaults (:func:`_normalise`); a merge rewrites them in the current schema.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,18 +44,25 @@ from pipeline.storage import atomic_write_bytes, file_lock, parquet_bytes
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ["scan_id", "patient_id", "study_id", "probability", "decision", "threshold", "model_version"]
 SCORE_SCHEMA = pa.schema(
     [
         ("scan_id", pa.string()),
         ("patient_id", pa.string()),
         ("study_id", pa.string()),
-        ("probability", pa.float64()),
-        ("decision", pa.string()),
-        ("threshold", pa.float64()),
+        ("probability", pa.float64()),  # calibrated: the mean of the fold members' calibrated probabilities
+        ("raw_probability", pa.float64()),  # the mean of the members' uncalibrated probabilities
+        ("uncertainty", pa.float64()),  # std (ddof 0) of the members' calibrated probabilities
+        ("decision", pa.string()),  # positive | negative | refer
+        ("refer_reason", pa.string()),  # "" unless referred; several reasons joined by "; "
+        ("ood_score", pa.float64()),  # NaN without an out-of-distribution check
+        ("ood_flags", pa.string()),  # comma-joined flag names, "" when none
+        ("threshold", pa.float64()),  # on the calibrated scale
         ("model_version", pa.string()),
     ]
 )
+SCORE_COLUMNS = SCORE_SCHEMA.names
+#: Decisions of a table before calibration and referral (the called class): translated on reading.
+DECISIONS = ("positive", "negative", "refer")
 KEY = ["scan_id", "model_version"]
 KEY_SCHEMA = pa.schema([("scan_id", pa.string()), ("model_version", pa.string())])
 #: Parts that trigger a merge into one: bounds the files a fresh reader opens; each append then
@@ -194,7 +205,7 @@ class ScoresTable:
     def _compact(self) -> None:
         """Merge every part into one (call under the lock): the merged part first, then the old ones go."""
         parts = self._refresh()
-        merged = _dedupe(pd.concat([pd.read_parquet(p.path) for p in parts], ignore_index=True))
+        merged = _dedupe(pd.concat([pd.read_parquet(p.path) for p in parts], ignore_index=True), sort=False)
         atomic_write_bytes(self.files.scores_part(_stamp()), parquet_bytes(merged, SCORE_SCHEMA))
         for part in parts:
             part.path.unlink(missing_ok=True)
@@ -202,9 +213,10 @@ class ScoresTable:
         log.info("scores table: merged %d parts into one (%d rows)", len(parts), len(merged))
 
 
-def read_scores(workdir: Path) -> pd.DataFrame:
+def read_scores(workdir: Path, *, write_order: bool = False) -> pd.DataFrame:
     """The scores table of ``workdir``: one row per ``(scan_id, model_version)``, sorted; empty when
-    nothing was scored yet."""
+    nothing was scored yet. With ``write_order`` the rows keep the order they were appended in, oldest
+    first (merges keep it; only a part merged by an earlier ScanLens is ordered by key inside)."""
     table = ScoresTable(workdir)
     for _ in range(READ_ATTEMPTS):
         parts = table._parts()
@@ -214,17 +226,35 @@ def read_scores(workdir: Path) -> pd.DataFrame:
             continue
         if not frames:
             return SCORE_SCHEMA.empty_table().to_pandas()
-        return _dedupe(pd.concat(frames, ignore_index=True))
+        return _dedupe(pd.concat(frames, ignore_index=True), sort=not write_order)
     raise OSError(f"the scores table {table.path} kept changing while it was read")
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with exactly :data:`SCORE_COLUMNS`; rows of an older table (written before calibration,
+    uncertainty and referral) get the defaults: ``raw_probability`` = ``probability`` (it was
+    uncalibrated), NaN ``uncertainty`` and ``ood_score``, empty ``refer_reason`` and ``ood_flags``, and
+    their decision (the class called) becomes ``positive`` or ``negative`` by ``probability >= threshold``,
+    the rule that made it."""
+    frame = frame.copy()
+    for name, default in (("raw_probability", np.nan), ("uncertainty", np.nan), ("ood_score", np.nan)):
+        if name not in frame:
+            frame[name] = default
+    for name in ("refer_reason", "ood_flags"):
+        frame[name] = frame[name].fillna("") if name in frame else ""
+    frame["raw_probability"] = frame["raw_probability"].fillna(frame["probability"])
+    old = ~frame["decision"].isin(DECISIONS)
+    if old.any():
+        called = np.where(frame["probability"] >= frame["threshold"], "positive", "negative")
+        frame.loc[old, "decision"] = called[old.to_numpy()]
     return frame[SCORE_COLUMNS].reset_index(drop=True)
 
 
-def _dedupe(frame: pd.DataFrame) -> pd.DataFrame:
-    """The last row of each ``(scan_id, model_version)``, sorted by it (parts are concatenated in write order)."""
-    return _normalise(frame.drop_duplicates(KEY, keep="last").sort_values(KEY))
+def _dedupe(frame: pd.DataFrame, sort: bool = True) -> pd.DataFrame:
+    """The last row of each ``(scan_id, model_version)``, sorted by it, or with ``sort`` False in write
+    order (parts are concatenated in write order; a kept row stays where it was last written)."""
+    unique = frame.drop_duplicates(KEY, keep="last")
+    return _normalise(unique.sort_values(KEY) if sort else unique)
 
 
 def _stamp() -> str:

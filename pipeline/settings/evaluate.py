@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic.dataclasses import dataclass
 
 from pipeline.errors import UserInputError
@@ -56,6 +58,16 @@ class EvaluationSettings:
         metavar="COLS",
     )
     min_subgroup_patients: int = setting(5, "subgroups with fewer patients are reported without statistics")
+    calibration: Literal["temperature", "platt", "none"] = setting(
+        "temperature",
+        "recalibration fitted on the pooled out-of-fold probabilities (binary tasks): temperature scaling, "
+        "Platt scaling or none; the operating point is chosen on the calibrated probabilities",
+    )
+    referral_rate: float = setting(
+        0.10,
+        "target share of scans decided 'refer' (probability near the threshold or high fold-ensemble spread), "
+        "its limits pre-specified on out-of-fold predictions (0: no referral)",
+    )
 
     def __post_init__(self) -> None:
         if self.n_resamples < 1:
@@ -64,3 +76,5 @@ class EvaluationSettings:
             raise UserInputError("the confidence level must be between 0 and 1")
         if self.target_sensitivity is not None and not 0 < self.target_sensitivity <= 1:
             raise UserInputError("target sensitivity must be in (0, 1]")
+        if not 0 <= self.referral_rate <= 0.5:
+            raise UserInputError("the referral rate must be between 0 and 0.5")

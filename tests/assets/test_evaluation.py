@@ -14,6 +14,7 @@ from assets.evaluation import FOLDS, CVEvaluationConfig, CVFoldsConfig, _fold_ch
 from assets.launcher import TrainingLauncher
 from assets.resources import ScanLensProject
 from assets.training import TrainedModelConfig
+from pipeline.evaluate.evaluation import PLOTS
 
 RANGE = {"dagster/asset_partition_range_start": FOLDS.get_partition_keys()[0],
          "dagster/asset_partition_range_end": FOLDS.get_partition_keys()[-1]}
@@ -67,7 +68,7 @@ def test_cv_runs_every_fold_in_one_run_and_reports_metrics(tiny_workdir: Path, t
     meta = {k: v.value for k, v in result.asset_materializations_for_node("cv_evaluation")[0].metadata.items()}
     metrics = json.loads((workdir / "evaluation" / "metrics.json").read_text())
     assert meta["oof_auroc"] == metrics["oof"]["auroc"] and meta["test_auroc"] == metrics["test"]["auroc"]
-    assert "| auroc |" in meta["metrics"] and meta["plots"].count("data:image/png;base64,") == 5
+    assert "| auroc |" in meta["metrics"] and meta["plots"].count("data:image/png;base64,") == len(PLOTS)
     assert len(meta["per_fold"]) == 5
     again = _materialise(workdir)  # unchanged inputs: models and predictions are reused
     fold_meta = again.asset_materializations_for_node("fold_models")[0].metadata["folds"].value

@@ -28,10 +28,14 @@ def test_schedule_targets_train_and_evaluate_stopped_weekly_over_every_fold() ->
     dg.Definitions.validate_loadable(defs)
 
 
-def _materialise(workdir: Path, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+def _materialise(workdir: Path, instance: dg.DagsterInstance | None = None,
+                 require_beats_baseline: bool = False) -> dg.ExecuteInProcessResult:
+    """Run the gate and the promotion. The tiny work folder's 1-epoch models do not beat their pixel
+    baseline, so the tests of other gate behaviour switch that requirement off; the last test keeps it."""
+    config = GateConfig(n_resamples=200, require_beats_baseline=require_beats_baseline)
     return dg.materialize([model_version, champion_model], resources={"project": ScanLensProject(workdir=str(workdir))},
-                          run_config=dg.RunConfig(ops={"model_version": GateConfig(n_resamples=200)}),
-                          instance=instance, raise_on_error=False)
+                          run_config=dg.RunConfig(ops={"model_version": config}), instance=instance,
+                          raise_on_error=False)
 
 
 def _copy(source: Path, target: Path, sanity_passed: bool) -> Path:
@@ -82,3 +86,18 @@ def test_the_version_keeps_the_report_the_report_asset_recorded(reported_workdir
     assert _materialise(workdir, instance).success
     (entry,) = Registry(workdir).versions()
     assert wd.version(entry.version).report.read_bytes() == recorded.read_bytes()
+
+
+def test_a_challenger_below_its_pixel_baseline_is_refused_and_never_promoted(reported_workdir: tuple[Path, dict],
+                                                                          tmp_path: Path) -> None:
+    """The tiny evaluation (one epoch on 24 images at 32 px) against a logistic regression on its pixels."""
+    workdir = _copy(reported_workdir[0], tmp_path / "w", sanity_passed=True)
+    baseline = json.loads(Workdir(workdir).metrics.read_text())["baseline"]
+    assert not baseline["beats_baseline"], "the tiny 1-epoch models now beat their pixel baseline: pick another case"
+    result = _materialise(workdir, require_beats_baseline=True)
+    check = result.get_asset_check_evaluations()[0]
+    assert not check.passed and check.description.startswith("does not beat the pixel baseline: OOF AUROC")
+    assert not result.asset_materializations_for_node("champion_model")
+    registry = Registry(workdir)
+    (entry,) = registry.versions()
+    assert registry.champion() is None and entry.status == "rejected" and entry.reason == check.description

@@ -48,7 +48,8 @@ TINY_RUN_CONFIG = {
         "cv_evaluation": {"config": {"resamples": 200}},
         "saliency_maps": {"config": {"ig_steps": 8, "sanity_cases": 1, "per_kind": 1, "occlusion_window": 8,
                                      "occlusion_stride": 8, "methods": ["integrated_gradients", "gradcam"]}},
-        "model_version": {"config": {"n_resamples": 200}},
+        # one epoch on 8 images does not beat the pixel baseline; the UI test is about the check showing
+        "model_version": {"config": {"n_resamples": 200, "require_beats_baseline": False}},
     },
     "resources": {"launcher": {"config": {"mode": "in_process"}}},
 }

@@ -110,6 +110,7 @@ def test_multiclass_reports_one_vs_rest_and_macro_auroc(tmp_path: Path) -> None:
     workdir = _workdir(tmp_path, classes=3, n_patients=240)
     m = evaluate_cv(workdir, FAST).metrics
     assert m["task"] == "multiclass" and set(m["oof"]["per_class"]) == {"0", "1", "2"}
+    assert set(m["baseline"]) == {"note"}
     per_class = [m["oof"]["per_class"][c]["auroc"] for c in "012"]
     assert m["oof"]["macro_auroc"] == pytest.approx(np.mean(per_class))
     low, high = m["oof"]["auroc_ci"]
@@ -155,6 +156,14 @@ def test_cross_validate_end_to_end(reported_workdir: tuple[Path, dict]) -> None:
         card = json.loads((workdir / "models" / result.metrics["models"][k]["model_id"] / "model_card.json").read_text())
         assert card["training_data"]["n_train"] + card["training_data"]["n_val"] == int(
             ((folds["fold"] != k) & (folds["fold"] != TEST)).sum())
+    baseline = result.metrics["baseline"]  # the pixel baseline, on the same folds and test set
+    assert baseline["input"].startswith("28x28 (area-downsampled from 32x32)")
+    assert baseline["oof"]["n_scans"] == len(oof) and baseline["test"]["n_scans"] == result.metrics["test"]["n_scans"]
+    pooled = baseline["difference"]["oof"]
+    assert pooled["model_auroc"] == pytest.approx(result.metrics["oof"]["auroc"])
+    assert pooled["auroc_difference"] == pytest.approx(pooled["model_auroc"] - baseline["oof"]["auroc"])
+    assert baseline["beats_baseline"] == (pooled["auroc_difference"] > 0) and "pixel baseline" in baseline["statement"]
+    assert json.loads((workdir / "evaluation" / "metrics.json").read_text())["baseline"] == baseline
     stamp = {p: p.stat().st_mtime_ns for p in (workdir / "evaluation").rglob("*") if p.is_file()}
     cross_validate(workdir, *tiny_cv_arguments())
     assert {p: p.stat().st_mtime_ns for p in (workdir / "evaluation").rglob("*") if p.is_file()} == stamp

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from pipeline.explain.render import panels_for, render_panels, window
+from pipeline.explain.render import Panel, panels_figure, panels_for, render_panels, window
 from pipeline.explain.spatial import map_to_scan, write_map_nifti
+from pipeline.figures import MIN_FONTSIZE, lay_out, plt
 from pipeline.io.nifti import read_nifti
 
 SIDES = {"left": lambda r, c, shape: c < shape[1] / 2, "right": lambda r, c, shape: c >= shape[1] / 2,
@@ -65,3 +67,40 @@ def test_map_back_onto_the_scan_grid_keeps_the_affine(tmp_path: Path) -> None:
     assert np.unravel_index(np.argmax(back), back.shape) == pytest.approx(np.unravel_index(np.argmax(data), data.shape), abs=2)
     write_map_nifti(tmp_path / "map.nii", back, back_affine)
     assert np.allclose(nib.load(str(tmp_path / "map.nii")).affine, affine)
+
+
+LONG_TITLE = "TP: p=0.908 (threshold 0.500), gradcam on layer2 (8 x 8 map for a 64 x 64 input)"
+
+
+def _outside(figure: Any) -> list[str]:
+    """Texts (suptitle, axes titles) whose rendered extent leaves the figure."""
+    renderer = figure.canvas.get_renderer()
+    texts = [*figure.texts, *(axis.title for axis in figure.axes)]
+    return [t.get_text() for t in texts if not figure.bbox.contains(*t.get_window_extent(renderer).p0)
+            or not figure.bbox.contains(*t.get_window_extent(renderer).p1)]
+
+
+def test_a_long_panel_title_is_wrapped_inside_the_figure() -> None:
+    panel = Panel("axial", np.random.default_rng(0).random((28, 28)), None,
+                  {"left": "R", "right": "L", "top": "A", "bottom": "P"})
+    unfitted = panels_figure([panel], (0.0, 1.0), LONG_TITLE)
+    unfitted.tight_layout()
+    assert _outside(unfitted) == [LONG_TITLE]  # the title is long enough to be clipped (as "P: p=0.908 ...")
+    plt.close(unfitted)
+    figure = panels_figure([panel], (0.0, 1.0), LONG_TITLE)
+    lay_out(figure)  # what render_panels does before saving
+    assert _outside(figure) == []
+    assert " ".join(figure.texts[0].get_text().split()) == LONG_TITLE  # wrapped, nothing lost
+    plt.close(figure)
+    assert render_panels([panel], (0.0, 1.0), LONG_TITLE)[:4] == b"\x89PNG"
+
+
+def test_one_word_wider_than_the_room_shrinks_then_breaks() -> None:
+    figure = plt.figure(figsize=(1.0, 1.0), dpi=100)
+    text = figure.suptitle("integrated_gradients_" * 4, fontsize=12)
+    lay_out(figure)
+    renderer = figure.canvas.get_renderer()
+    assert text.get_fontsize() == MIN_FONTSIZE and "\n" in text.get_text()
+    assert text.get_window_extent(renderer).width <= figure.bbox.width
+    assert text.get_text().replace("\n", "") == "integrated_gradients_" * 4
+    plt.close(figure)

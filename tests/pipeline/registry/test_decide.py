@@ -132,3 +132,18 @@ def test_promote_needs_a_recorded_decision(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         promote_if_accepted(tmp_path, entry.version)
     assert Registry(tmp_path).champion() is None
+
+
+def test_a_challenger_below_its_pixel_baseline_is_rejected_from_its_metrics(tmp_path: Path) -> None:
+    _evaluated(tmp_path, "one", _scored(2.0, 1), PASSING)
+    metrics = json.loads(Workdir(tmp_path).metrics.read_text())
+    pooled = {"model_auroc": 0.61, "baseline_auroc": 0.70, "auroc_difference": -0.09, "ci": [-0.15, -0.03]}
+    metrics["baseline"] = {"method": "logistic regression on downsampled raw pixels", "beats_baseline": False,
+                           "difference": {"oof": pooled, "test": None}}
+    Workdir(tmp_path).metrics.write_text(json.dumps(metrics))
+    allowed = decide_challenger(tmp_path, n_resamples=N_RESAMPLES, require_beats_baseline=False)[1]
+    assert allowed.passed and "no champion" in allowed.reason
+    entry, decision = decide_challenger(tmp_path, n_resamples=N_RESAMPLES)
+    assert not decision.passed and "does not beat the pixel baseline: OOF AUROC 0.61 vs 0.70" in decision.reason
+    assert entry.status == "rejected" and promote_if_accepted(tmp_path, entry.version).status == "rejected"
+    assert json.loads(Workdir(tmp_path).decision(entry.version).read_text())["require_beats_baseline"] is True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline.registry.gate import gate_challenger, paired_auroc_difference
 
@@ -55,3 +56,29 @@ def test_paired_difference_is_narrower_than_unpaired_intervals() -> None:
     difference, ci = paired_auroc_difference(frame["label"].to_numpy(), frame["prob_1"].to_numpy(), other,
                                              frame["patient_id"].to_numpy(), n_resamples=500)
     assert ci[0] <= difference <= ci[1] and ci[1] - ci[0] < 0.2
+
+
+def _baseline(model: float, baseline: float, ci: list[float]) -> dict:
+    pooled = {"model_auroc": model, "baseline_auroc": baseline, "auroc_difference": model - baseline, "ci": ci}
+    return {"method": "logistic regression on downsampled raw pixels", "difference": {"oof": pooled, "test": None},
+            "beats_baseline": model > baseline, "shown_to_beat": ci[0] > 0, "statement": "..."}
+
+
+def test_a_model_that_does_not_beat_its_pixel_baseline_is_refused() -> None:
+    base = _oof(0, 0)
+    losing = _baseline(0.61, 0.70, [-0.15, -0.03])
+    decision = gate_challenger(_scored(base, 3.0, 5), None, PASSING, baseline=losing)
+    assert not decision.passed
+    assert decision.reason.startswith("does not beat the pixel baseline: OOF AUROC 0.61 vs 0.70")
+    assert decision.figures["baseline_auroc_difference"] == pytest.approx(-0.09)
+    champion = _scored(base, 1.0, 2)  # refused before any comparison with a (weaker) champion
+    assert not gate_challenger(_scored(base, 3.0, 5), champion, PASSING, baseline=losing).passed
+    assert gate_challenger(_scored(base, 3.0, 5), None, PASSING, baseline=losing, require_beats_baseline=False).passed
+
+
+def test_a_model_above_its_baseline_or_without_one_is_not_refused_for_it() -> None:
+    base = _oof(0, 0)
+    not_shown = _baseline(0.74, 0.72, [-0.03, 0.07])  # above, though not shown to be: beats_baseline holds
+    assert gate_challenger(_scored(base, 1.0, 5), None, PASSING, baseline=not_shown).passed
+    for old in (None, {}, {"note": "the pixel baseline is computed for binary tasks only"}):
+        assert gate_challenger(_scored(base, 1.0, 5), None, PASSING, baseline=old).passed

@@ -33,6 +33,9 @@ def test_pdf_pages_render_and_hold_every_section(reported_workdir: tuple[Path, d
     flat = " ".join(text.split())
     assert "they are not evidence of where a lesion is" in flat
     assert "random initialisation" in flat  # no ImageNet weights in tests: stated plainly
+    baseline = json.loads((workdir / "evaluation" / "metrics.json").read_text())["baseline"]
+    assert "Model against a pixel baseline" in flat and "difference, model - baseline" in flat
+    assert flat.count(" ".join(baseline["statement"].split()[:9])) >= 2  # the title-page summary and section 5
     width, height = PdfReader(str(report.path)).pages[0].mediabox.upper_right
     assert (round(float(width)), round(float(height))) == (595, 842)  # A4 in points
 

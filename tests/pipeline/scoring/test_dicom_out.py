@@ -10,7 +10,7 @@ import pydicom
 from pipeline.scoring.dicom_out import ScoredScan, read_source_headers, write_score_outputs
 from tests.dicom_factory import write_series, z_positions
 
-SCORED = ScoredScan("scan_0123456789abcdef", "v-000000000001", 0.8123, 0.5, "1", "1")
+SCORED = ScoredScan("scan_0123456789abcdef", "v-000000000001", 0.8123, 0.5, "positive", "1")
 
 
 def _odd_source(folder: Path) -> list[Path]:
@@ -54,3 +54,21 @@ def test_impossible_dates_and_times_are_emptied_and_the_outputs_still_written(tm
     for made in (pydicom.dcmread(out.sr), pydicom.dcmread(out.sc)):
         assert made.PatientBirthDate == "" and made.StudyDate == "" and made.StudyTime == ""
         assert made.StudyInstanceUID == pydicom.dcmread(paths[0]).StudyInstanceUID
+
+
+def test_the_sr_carries_the_decision_the_reason_for_referral_and_the_uncertainty(tmp_path: Path) -> None:
+    paths = write_series(tmp_path / "src", z_positions(1))
+    referred = ScoredScan("scan_0123456789abcdef", "v-000000000001", 0.48, 0.5, "refer", "1", 0.0712,
+                          "probability near the threshold", "temperature", 1.7)
+    sr = pydicom.dcmread(write_score_outputs(tmp_path / "out", read_source_headers(paths), referred, None, b"k").sr)
+    items = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in sr.ContentSequence}
+    assert items["Decision at the operating point"].TextValue == "refer"
+    assert items["Reason for referral"].TextValue == "probability near the threshold"
+    spread = items["Ensemble uncertainty (std of the fold models' probabilities)"].MeasuredValueSequence[0]
+    assert float(spread.NumericValue) == 0.0712
+    ood = items["Out-of-distribution score (above 1: outside the training data)"].MeasuredValueSequence[0]
+    assert float(ood.NumericValue) == 1.7
+    assert items["Probability calibration"].TextValue == "temperature scaling fitted on pooled out-of-fold predictions"
+    plain = pydicom.dcmread(write_score_outputs(tmp_path / "o2", read_source_headers(paths), SCORED, None, b"k").sr)
+    meanings = [item.ConceptNameCodeSequence[0].CodeMeaning for item in plain.ContentSequence]
+    assert "Reason for referral" not in meanings and not any(m.startswith("Out-of-distribution") for m in meanings)

@@ -41,8 +41,12 @@ def test_a_study_is_scored_into_the_table_and_a_pacs_ready_sr_and_sc(champion_wo
     items = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in sr.ContentSequence}
     assert items["Algorithm Version"].TextValue == done.model_version
     assert float(items["Probability of class 1"].MeasuredValueSequence[0].NumericValue) == pytest.approx(
-        row["probability"], abs=1e-5)
-    assert items["Decision at the operating point"].TextValue == f"class {row['decision']}"
+        row["probability"], abs=1e-5)  # the calibrated probability
+    assert items["Probability calibration"].TextValue.startswith("temperature scaling")
+    assert items["Decision at the operating point"].TextValue == row["decision"] in ("positive", "negative", "refer")
+    spread = items["Ensemble uncertainty (std of the fold models' probabilities)"]
+    assert float(spread.MeasuredValueSequence[0].NumericValue) == pytest.approx(row["uncertainty"], abs=1e-5)
+    assert ("Reason for referral" in items) == (row["decision"] == "refer")
     sc = pydicom.dcmread(sc_path)
     assert sc.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and sc.StudyInstanceUID == source.StudyInstanceUID
     assert sc.pixel_array.ndim == 3 and sc.pixel_array.shape[2] == 3 and sc.pixel_array.std() > 0

@@ -21,7 +21,12 @@ def _rows(ids: range, version: str = "v-a", probability: float = 0.25) -> pd.Dat
             "patient_id": [f"pat_{i:04d}" for i in ids],
             "study_id": [f"stu_{i:04d}" for i in ids],
             "probability": probability,
-            "decision": "0",
+            "raw_probability": probability,
+            "uncertainty": 0.01,
+            "decision": "negative",
+            "refer_reason": "",
+            "ood_score": float("nan"),
+            "ood_flags": "",
             "threshold": 0.5,
             "model_version": version,
         }
@@ -101,3 +106,20 @@ def test_an_interrupted_migration_is_read_and_then_finished(tmp_path: Path) -> N
     assert not files.scores_migrating.exists() and sorted(read_scores(tmp_path)["scan_id"]) == [
         f"scan_{i:04d}" for i in range(4)
     ]
+
+
+def test_rows_of_a_table_from_before_calibration_read_with_defaults(tmp_path: Path) -> None:
+    files = Workdir(tmp_path)
+    old = pd.DataFrame({
+        "scan_id": ["scan_0000", "scan_0001"], "patient_id": ["pat_0000", "pat_0001"], "study_id": ["stu_0", "stu_1"],
+        "probability": [0.7, 0.2], "decision": ["1", "0"], "threshold": 0.5, "model_version": "v-old"})
+    write_parquet_if_changed(files.scores, old)  # a single-file table, the old columns and class decisions
+    rows = read_scores(tmp_path)
+    assert list(rows.columns) == SCORE_COLUMNS and rows["decision"].tolist() == ["positive", "negative"]
+    assert rows["raw_probability"].tolist() == [0.7, 0.2] and rows["uncertainty"].isna().all()
+    assert rows["refer_reason"].tolist() == ["", ""] and rows["ood_flags"].tolist() == ["", ""]
+    assert rows["ood_score"].isna().all()
+    ScoresTable(tmp_path).append(_rows(range(2, 3)))  # the old file becomes a part; both read together
+    both = read_scores(tmp_path)
+    assert len(both) == 3 and both["decision"].tolist() == ["positive", "negative", "negative"]
+    assert both["uncertainty"].notna().tolist() == [False, False, True]

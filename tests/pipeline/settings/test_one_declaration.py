@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import pipeline.settings
+from assets.drift import ScoreDriftConfig
 from assets.evaluation import CVEvaluationConfig, CVFoldsConfig
 from assets.ingest import ScanCatalogConfig
 from assets.interpretability import SaliencyConfig
@@ -22,6 +23,7 @@ from pipeline.cli import _parser
 from pipeline.settings import PROFILES, profile_defaults, specs
 from pipeline.settings.augment import AugmentConfig
 from pipeline.settings.distributed import DistributedSettings
+from pipeline.settings.drift import DriftSettings
 from pipeline.settings.cli import from_args
 from pipeline.settings.evaluate import CVSettings, EvaluationSettings
 from pipeline.settings.explain import AttributionConfig, ExplainSettings
@@ -43,6 +45,7 @@ WHERE: dict[type, tuple[tuple[str, ...], tuple[type, ...]]] = {
     ExplainSettings: (("explain",), (SaliencyConfig,)),
     AttributionConfig: (("explain",), (SaliencyConfig,)),
     ScoreSettings: (("score",), (ScanScoresConfig,)),
+    DriftSettings: (("drift",), (ScoreDriftConfig,)),
     PacsAuthSettings: (("score", "fetch"), (PacsConnection,)),
     PacsSendSettings: (("score",), (PacsConnection,)),
 }
