@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -100,12 +100,18 @@ class MemberPredictions:
 
 
 def predict_members(
-    models: list[LoadedModel], workdir: Path, index: pd.DataFrame, batch_size: int = 64, features: bool = False
+    models: list[LoadedModel],
+    workdir: Path,
+    index: pd.DataFrame,
+    batch_size: int = 64,
+    features: bool = False,
+    flips: bool = True,
 ) -> MemberPredictions:
     """One forward pass per batch and member over the rows of a preprocessed index (``cache_path``
     relative to ``workdir``). Each batch of cached inputs is read once and goes through every model;
     with ``features`` a forward pre-hook on each ``fc`` catches its input on the same pass (scoring's
-    out-of-distribution check needs both). Labels are not needed."""
+    out-of-distribution check needs both). ``flips`` False skips the test-time flips of models trained
+    with them (for callers that need only the features). Labels are not needed."""
     if not models:
         raise ValueError("predict_members needs at least one model")
     if any(m.classes != models[0].classes for m in models):
@@ -133,7 +139,8 @@ def predict_members(
                         memory_format=dev.memory_format(loaded.preprocess.dims),
                     )
                     captured.clear()
-                    probs[j].append(loaded.probabilities(images).cpu().numpy().astype(np.float64))
+                    member = loaded if flips else replace(loaded, card=_without_flips(loaded.card))
+                    probs[j].append(member.probabilities(images).cpu().numpy().astype(np.float64))
                     if features:
                         feats[j].append(captured[0].numpy().astype(np.float64))  # the unflipped view
     finally:
@@ -150,6 +157,10 @@ def predict_members(
         if features
         else None,
     )
+
+
+def _without_flips(card: dict[str, Any]) -> dict[str, Any]:
+    return {**card, "hyperparameters": {**card.get("hyperparameters", {}), "tta_flips": False}}
 
 
 def predict_ensemble(models: list[LoadedModel], workdir: Path, index: pd.DataFrame, batch_size: int = 64) -> np.ndarray:

@@ -239,7 +239,9 @@ def load_fingerprint(json_path: Path, arrays_path: Path) -> Fingerprint | None:
     try:
         return Fingerprint.load(json_path, arrays_path)
     except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile) as error:
-        log.warning("the training-data fingerprint %s cannot be read (%s): ignored", json_path.name, type(error).__name__)
+        log.warning(
+            "the training-data fingerprint %s cannot be read (%s): ignored", json_path.name, type(error).__name__
+        )
         return None
 
 

@@ -72,6 +72,6 @@ def penultimate_features(
     """Each model's global-pooled penultimate features ``(n, F)`` (the input of its ``fc`` layer, caught
     by a forward pre-hook; :func:`pipeline.inference.predict_members`) for the rows of a preprocessed
     index (``cache_path`` relative to ``root``)."""
-    caught = predict_members(list(models), root, index, batch_size, features=True).features
+    caught = predict_members(list(models), root, index, batch_size, features=True, flips=False).features
     assert caught is not None
     return caught
