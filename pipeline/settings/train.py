@@ -21,14 +21,14 @@ class TrainConfig:
     initialisation; the learning rate warms up linearly, then decays on a cosine to zero by the last epoch.
     """
 
-    epochs: int = setting(10, "passes over the training split")
+    epochs: int = setting(30, "passes over the training split (docs/recipe.md)")
     batch_size: int = setting(32, "images or volumes per batch (3D at 32^3 needs at least 2)")
     lr: float = setting(1e-3, "head learning rate; the backbone uses lr x backbone_lr_factor from ImageNet weights")
     backbone_lr_factor: float = setting(0.1, "backbone learning rate as a fraction of lr (ImageNet start only)")
     weight_decay: float = setting(1e-4, "AdamW weight decay")
     warmup_epochs: float = setting(1.0, "linear warm-up length in epochs, then cosine decay")
     head_only_epochs: int = setting(0, "epochs training only the new head before the backbone is unfrozen")
-    patience: int = setting(5, "epochs without a better validation score before early stopping")
+    patience: int = setting(10, "epochs without a better validation score before early stopping")
     grad_accumulation: int = setting(1, "batches per optimiser step (for large 3D volumes)")
     class_weighting: bool = setting(True, "weight the loss by inverse class frequency in the training set")
     label_smoothing: float = setting(0.0, "cross-entropy label smoothing (0: hard labels)")
@@ -37,7 +37,7 @@ class TrainConfig:
     )
     head_dropout: float = setting(0.0, "dropout probability on the pooled features before the head")
     tta_flips: bool = setting(
-        False, "predict as the mean over the image and its flip along each spatial axis (test-time augmentation)"
+        True, "predict as the mean over the image and its flip along each spatial axis (test-time augmentation)"
     )
     weights: str | None = setting(
         None,
