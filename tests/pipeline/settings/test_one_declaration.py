@@ -131,9 +131,9 @@ def test_every_profile_names_real_settings() -> None:
 def test_a_profile_changes_cli_defaults_and_explicit_flags_win() -> None:
     args = _parser("demo").parse_args(["--profile", "demo", "train", "--workdir", "w", "--batch-size", "8"])
     cfg = from_args(TrainConfig, args, "demo")
-    assert (cfg.epochs, cfg.batch_size, cfg.weights) == (3, 8, "imagenet")
+    assert (cfg.epochs, cfg.batch_size, cfg.weights) == (8, 8, "imagenet")
     plain = from_args(TrainConfig, _parser().parse_args(["train", "--workdir", "w"]))
-    assert (plain.epochs, plain.batch_size, plain.weights) == (10, 32, None)
+    assert (plain.epochs, plain.batch_size, plain.weights) == (30, 32, None)
 
 
 def test_bad_values_are_user_errors_from_the_declaration() -> None:

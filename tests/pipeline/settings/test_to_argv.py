@@ -102,8 +102,8 @@ def test_other_profiles_and_what_flags_cannot_say() -> None:
     demo = PreprocessSettings(input_size=48)
     assert to_argv(demo, profile="demo") == ["--input-size=48"]
     assert _round_trip(demo, profile="demo") == [demo]
-    assert to_argv(PreprocessSettings(input_size=32), profile="demo") == []  # the demo profile's default
-    with pytest.raises(ValueError, match="None"):  # demo's default is 32: a flag cannot bring None back
+    assert to_argv(PreprocessSettings(input_size=28), profile="demo") == []  # the demo profile's default
+    with pytest.raises(ValueError, match="None"):  # demo's default is 28: a flag cannot bring None back
         to_argv(PreprocessSettings(), profile="demo")
     with pytest.raises(ValueError, match="--seed"):  # one flag feeds both groups
         to_argv(TrainConfig(seed=1), EvaluationSettings(seed=2))
